@@ -21,13 +21,16 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
     ],
     targets: [
         // C libraries (system packages), one choke point each.
-        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        // hiredis: no `pkgConfig:` on purpose — Debian's hiredis.pc adds `-D_FILE_OFFSET_BITS=64`, which
+        // SwiftPM refuses with a warning; the headers live in the default include path (<hiredis/…>).
+        .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CSQLite3", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
 
@@ -39,16 +42,10 @@ let package = Package(
             dependencies: ["CSQLite3"],
             swiftSettings: strict
         ),
-        .target(
-            name: "RedisClient",
-            dependencies: ["CHiredis"],
-            swiftSettings: strict
-        ),
-        .target(
-            name: "PostgresClient",
-            dependencies: ["CLibPQ"],
-            swiftSettings: strict
-        ),
+        // A dedicated OS thread per connection for blocking C calls (never the cooperative pool).
+        .target(name: "ConnectionThreads", swiftSettings: strict),
+        .target(name: "RedisClient", dependencies: ["CHiredis", "ConnectionThreads"], swiftSettings: strict),
+        .target(name: "PostgresClient", dependencies: ["CLibPQ", "ConnectionThreads"], swiftSettings: strict),
         .target(
             name: "Coordinator",
             dependencies: [
@@ -70,6 +67,8 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             resources: [.copy("Resources/openapi.yaml")],
             swiftSettings: strict
@@ -86,14 +85,21 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
 
+        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient"], swiftSettings: strict),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["RedisClient", "PostgresClient"],
+            swiftSettings: strict
+        ),
         .testTarget(name: "CoordinatorCoreTests", dependencies: ["CoordinatorCore"], swiftSettings: strict),
         .testTarget(
             name: "CoordinatorTests",
-            dependencies: ["Coordinator", "CoordinatorCore", "SQLiteClient"],
+            dependencies: ["Coordinator", "CoordinatorCore", "SQLiteClient", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(
@@ -101,12 +107,12 @@ let package = Package(
             dependencies: [
                 "CoordinatorHTTP", "Coordinator", "CoordinatorCore",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
-            swiftSettings: strict
-        ),
-        .testTarget(
-            name: "IntegrationTests",
-            dependencies: ["Coordinator", "CoordinatorCore", "SQLiteClient", "RedisClient", "PostgresClient"],
             swiftSettings: strict
         ),
     ],

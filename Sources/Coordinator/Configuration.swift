@@ -1,0 +1,424 @@
+import CoordinatorCore
+import Foundation
+
+/// Everything a node needs to start. Built by `ConfigurationLoader` from defaults, an optional JSON
+/// file, `COORDINATOR_…` environment variables and command-line flags (in that order of precedence,
+/// later wins), or directly by library users.
+public struct NodeConfiguration: Sendable, Equatable {
+    /// Address the HTTP server binds.
+    public var host: String = "127.0.0.1"
+    /// Port the HTTP server binds (0 picks a free one).
+    public var port: Int = 8080
+    /// Largest accepted request body in bytes; larger bodies get 413.
+    public var maxBodyBytes: Int = 65_536
+    /// Directory for the SQLite database and other node files.
+    public var dataDirectory: String = "./coordinator-data"
+    /// Stable node id; generated and persisted in the data directory when `nil`.
+    public var nodeID: String?
+    /// Admin bearer token; when `nil` one is generated on first start, printed once and stored hashed.
+    public var adminToken: String?
+    /// SQLite durability: `full` fsyncs every commit (survives power loss), `normal` survives process crashes.
+    public var sqliteSynchronous: SQLiteSynchronous = .full
+    /// Policy that tokens created without one use.
+    public var defaultPolicyName: String = "default"
+    /// Policies created at start when the store has none of that name.
+    public var policies: [String: LimitPolicy] = ["default": .pilotDefault]
+    /// Breaker configuration for breakers created on first use.
+    public var defaultBreakerConfig: BreakerConfig = .default
+    /// The most breakers a node keeps; acquiring an unknown name beyond it fails with 409.
+    public var maxBreakers: Int = 10_000
+    /// Capacity of the token-validation cache (valid tokens).
+    public var tokenCacheCapacity: Int = 10_000
+    /// How long a validated token stays cached, in milliseconds.
+    public var tokenCacheTTLMilliseconds: Int64 = 30_000
+    /// Capacity of the cache of unknown secrets (bounded separately so a flood of bad tokens cannot evict good ones).
+    public var negativeCacheCapacity: Int = 10_000
+    /// How long an unknown secret stays cached, in milliseconds.
+    public var negativeCacheTTLMilliseconds: Int64 = 5_000
+    /// How often timers run (permit expiry, half-open timeouts, limiter sweep), in milliseconds.
+    public var maintenanceIntervalMilliseconds: Int64 = 1_000
+    /// Log level: trace, debug, info, notice, warning, error, critical.
+    public var logLevel: String = "info"
+
+    public init() {}
+
+    /// Path of the SQLite database inside the data directory.
+    public var databasePath: String { (dataDirectory as NSString).appendingPathComponent("coordinator.sqlite") }
+}
+
+/// SQLite's `synchronous` setting as the node exposes it.
+public enum SQLiteSynchronous: String, Sendable, CaseIterable {
+    case full
+    case normal
+}
+
+/// A configuration problem: names the key (dotted path), where it came from and why it is refused.
+public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The dotted key path, e.g. `server.port`.
+    public var key: String
+    /// Why the value is refused.
+    public var reason: String
+    /// Where the value came from: a file path, an environment variable or a flag.
+    public var source: String
+
+    public init(key: String, reason: String, source: String) {
+        self.key = key
+        self.reason = reason
+        self.source = source
+    }
+
+    public var description: String { "invalid configuration: \(key) (from \(source)): \(reason)" }
+}
+
+/// One configuration key: its dotted path, its type, and the environment variable that overrides it.
+public struct ConfigurationKey: Sendable {
+    /// The type of value a key takes.
+    public enum Kind: Sendable {
+        case string
+        case integer(ClosedRange<Int64>)
+        case choice([String])
+        /// A JSON object, decoded by the key's owner. In the environment it is given as JSON text.
+        case object
+    }
+
+    public var path: String
+    public var kind: Kind
+    public var help: String
+
+    /// `server.maxBodyBytes` → `COORDINATOR_SERVER_MAX_BODY_BYTES`.
+    public var environmentVariable: String {
+        var name = "COORDINATOR_"
+        for character in path {
+            if character == "." {
+                name.append("_")
+            } else if character.isUppercase {
+                name.append("_")
+                name.append(character)
+            } else {
+                name.append(contentsOf: character.uppercased())
+            }
+        }
+        return name
+    }
+}
+
+/// Builds a `NodeConfiguration` from defaults, a JSON file, the environment and flags, refusing any
+/// unknown key, wrong type or out-of-range value with an error that names the key.
+public enum ConfigurationLoader {
+    /// Every key the configuration file and the environment accept.
+    public static let keys: [ConfigurationKey] = [
+        .init(path: "server.host", kind: .string, help: "Address the HTTP server binds."),
+        .init(path: "server.port", kind: .integer(0...65_535), help: "Port the HTTP server binds (0 = any free port)."),
+        .init(path: "server.maxBodyBytes", kind: .integer(1_024...16_777_216), help: "Largest request body; larger gets 413."),
+        .init(path: "dataDir", kind: .string, help: "Directory for the SQLite database and node files."),
+        .init(path: "nodeId", kind: .string, help: "Stable node id; generated and persisted when absent."),
+        .init(path: "adminToken", kind: .string, help: "Admin bearer token; generated, printed once and stored hashed when absent."),
+        .init(path: "sqlite.synchronous", kind: .choice(SQLiteSynchronous.allCases.map(\.rawValue)), help: "full (fsync per commit) or normal."),
+        .init(path: "limits.defaultPolicy", kind: .string, help: "Policy for tokens created without one."),
+        .init(path: "limits.policies", kind: .object, help: "Policies created at start when the store lacks them (name → policy)."),
+        .init(path: "breakers.default", kind: .object, help: "Configuration of breakers created on first use."),
+        .init(path: "breakers.maxBreakers", kind: .integer(1...1_000_000), help: "Most breakers a node keeps."),
+        .init(path: "tokenCache.capacity", kind: .integer(1...10_000_000), help: "Cached valid tokens."),
+        .init(path: "tokenCache.ttlMs", kind: .integer(1...86_400_000), help: "How long a valid token stays cached."),
+        .init(path: "tokenCache.negativeCapacity", kind: .integer(1...10_000_000), help: "Cached unknown secrets."),
+        .init(path: "tokenCache.negativeTtlMs", kind: .integer(1...3_600_000), help: "How long an unknown secret stays cached."),
+        .init(path: "maintenanceIntervalMs", kind: .integer(10...60_000), help: "Timer period: permit expiry, half-open timeouts, limiter sweep."),
+        .init(path: "log.level", kind: .choice(["trace", "debug", "info", "notice", "warning", "error", "critical"]), help: "Log level."),
+    ]
+
+    /// Command-line overrides, applied last.
+    public struct Flags: Sendable {
+        public var host: String?
+        public var port: Int?
+        public var dataDirectory: String?
+        public init(host: String? = nil, port: Int? = nil, dataDirectory: String? = nil) {
+            self.host = host
+            self.port = port
+            self.dataDirectory = dataDirectory
+        }
+    }
+
+    /// Loads the configuration.
+    /// - Parameters:
+    ///   - file: path of a JSON configuration file, or `nil` for none.
+    ///   - environment: the process environment (only `COORDINATOR_…` variables are read).
+    ///   - flags: command-line overrides.
+    public static func load(
+        file: String?, environment: [String: String], flags: Flags = Flags()
+    ) throws(ConfigurationError) -> NodeConfiguration {
+        var values: [String: (value: Any, source: String)] = [:]
+
+        if let file {
+            let data: Data
+            do {
+                data = try Data(contentsOf: URL(fileURLWithPath: file))
+            } catch {
+                throw ConfigurationError(key: "(file)", reason: "cannot read: \(error.localizedDescription)", source: file)
+            }
+            let root: Any
+            do {
+                root = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
+            } catch {
+                throw ConfigurationError(key: "(file)", reason: "not valid JSON: \(describe(error))", source: file)
+            }
+            guard let object = root as? [String: Any] else {
+                throw ConfigurationError(key: "(file)", reason: "the top level must be a JSON object", source: file)
+            }
+            try flatten(object, prefix: "", source: file, into: &values)
+        }
+
+        for key in keys {
+            guard let text = environment[key.environmentVariable] else { continue }
+            let source = "environment \(key.environmentVariable)"
+            values[key.path] = (try parseEnvironmentValue(text, for: key, source: source), source)
+        }
+
+        if let host = flags.host { values["server.host"] = (host, "flag --host") }
+        if let port = flags.port { values["server.port"] = (port, "flag --port") }
+        if let dir = flags.dataDirectory { values["dataDir"] = (dir, "flag --data-dir") }
+
+        var configuration = NodeConfiguration()
+        for key in keys {
+            guard let (value, source) = values[key.path] else { continue }
+            try apply(value, key: key, source: source, to: &configuration)
+        }
+        try validate(configuration)
+        return configuration
+    }
+
+    private static let keysByPath: [String: ConfigurationKey] = Dictionary(uniqueKeysWithValues: keys.map { ($0.path, $0) })
+
+    private static func flatten(
+        _ object: [String: Any], prefix: String, source: String, into values: inout [String: (value: Any, source: String)]
+    ) throws(ConfigurationError) {
+        for (name, value) in object {
+            let path = prefix.isEmpty ? name : "\(prefix).\(name)"
+            if let key = keysByPath[path] {
+                if case .object = key.kind {
+                    values[path] = (value, source)
+                } else if value is [String: Any] || value is [Any] {
+                    throw ConfigurationError(key: path, reason: "expected a \(describe(key.kind)), got a JSON \(value is [Any] ? "array" : "object")", source: source)
+                } else {
+                    values[path] = (value, source)
+                }
+            } else if let nested = value as? [String: Any], keys.contains(where: { $0.path.hasPrefix(path + ".") }) {
+                try flatten(nested, prefix: path, source: source, into: &values)
+            } else {
+                let known = keys.map(\.path).joined(separator: ", ")
+                throw ConfigurationError(key: path, reason: "unknown key (known keys: \(known))", source: source)
+            }
+        }
+    }
+
+    private static func parseEnvironmentValue(_ text: String, for key: ConfigurationKey, source: String) throws(ConfigurationError) -> Any {
+        switch key.kind {
+        case .string, .choice:
+            return text
+        case .integer:
+            guard let number = Int64(text.trimmingCharacters(in: .whitespaces)) else {
+                throw ConfigurationError(key: key.path, reason: "expected an integer, got \"\(text)\"", source: source)
+            }
+            return number
+        case .object:
+            do {
+                return try JSONSerialization.jsonObject(with: Data(text.utf8))
+            } catch {
+                throw ConfigurationError(key: key.path, reason: "expected a JSON object: \(describe(error))", source: source)
+            }
+        }
+    }
+
+    private static func apply(_ value: Any, key: ConfigurationKey, source: String, to configuration: inout NodeConfiguration) throws(ConfigurationError) {
+        switch key.kind {
+        case .string:
+            guard let text = value as? String else {
+                throw ConfigurationError(key: key.path, reason: "expected a string", source: source)
+            }
+            guard !text.isEmpty else { throw ConfigurationError(key: key.path, reason: "must not be empty", source: source) }
+            switch key.path {
+            case "server.host": configuration.host = text
+            case "dataDir": configuration.dataDirectory = text
+            case "nodeId":
+                guard ResourceName.isValid(text) else {
+                    throw ConfigurationError(key: key.path, reason: "must match [A-Za-z0-9._:-]{1,128}", source: source)
+                }
+                configuration.nodeID = text
+            case "adminToken":
+                guard text.utf8.count >= 16 else {
+                    throw ConfigurationError(key: key.path, reason: "must be at least 16 characters", source: source)
+                }
+                configuration.adminToken = text
+            case "limits.defaultPolicy":
+                guard ResourceName.isValid(text) else {
+                    throw ConfigurationError(key: key.path, reason: "must match [A-Za-z0-9._:-]{1,128}", source: source)
+                }
+                configuration.defaultPolicyName = text
+            default: break
+            }
+        case .integer(let range):
+            let number: Int64
+            if let integer = value as? Int64 {
+                number = integer
+            } else if let integer = value as? Int {
+                number = Int64(integer)
+            } else if let nsNumber = value as? NSNumber, CFGetTypeIDIfAvailable(nsNumber), let exact = Int64(exactly: nsNumber.doubleValue) {
+                number = exact
+            } else {
+                throw ConfigurationError(key: key.path, reason: "expected an integer", source: source)
+            }
+            guard range.contains(number) else {
+                throw ConfigurationError(key: key.path, reason: "must be between \(range.lowerBound) and \(range.upperBound), got \(number)", source: source)
+            }
+            switch key.path {
+            case "server.port": configuration.port = Int(number)
+            case "server.maxBodyBytes": configuration.maxBodyBytes = Int(number)
+            case "breakers.maxBreakers": configuration.maxBreakers = Int(number)
+            case "tokenCache.capacity": configuration.tokenCacheCapacity = Int(number)
+            case "tokenCache.ttlMs": configuration.tokenCacheTTLMilliseconds = number
+            case "tokenCache.negativeCapacity": configuration.negativeCacheCapacity = Int(number)
+            case "tokenCache.negativeTtlMs": configuration.negativeCacheTTLMilliseconds = number
+            case "maintenanceIntervalMs": configuration.maintenanceIntervalMilliseconds = number
+            default: break
+            }
+        case .choice(let choices):
+            guard let text = value as? String, choices.contains(text) else {
+                throw ConfigurationError(key: key.path, reason: "must be one of \(choices.joined(separator: ", "))", source: source)
+            }
+            switch key.path {
+            case "sqlite.synchronous": configuration.sqliteSynchronous = SQLiteSynchronous(rawValue: text)!
+            case "log.level": configuration.logLevel = text
+            default: break
+            }
+        case .object:
+            guard let object = value as? [String: Any] else {
+                throw ConfigurationError(key: key.path, reason: "expected a JSON object", source: source)
+            }
+            let data: Data
+            do {
+                data = try JSONSerialization.data(withJSONObject: object)
+            } catch {
+                throw ConfigurationError(key: key.path, reason: describe(error), source: source)
+            }
+            switch key.path {
+            case "limits.policies":
+                var policies: [String: LimitPolicy] = [:]
+                for (name, body) in object {
+                    guard ResourceName.isValid(name) else {
+                        throw ConfigurationError(key: "\(key.path).\(name)", reason: "policy names must match [A-Za-z0-9._:-]{1,128}", source: source)
+                    }
+                    let policy: LimitPolicy = try decodeObject(body, key: "\(key.path).\(name)", source: source)
+                    if let problem = policy.validate().first {
+                        throw ConfigurationError(key: "\(key.path).\(name).\(problem.key)", reason: problem.reason, source: source)
+                    }
+                    policies[name] = policy
+                }
+                configuration.policies = policies
+            case "breakers.default":
+                let config: BreakerConfig = try decodeJSON(data, key: key.path, source: source)
+                if let problem = config.validate().first {
+                    throw ConfigurationError(key: "\(key.path).\(problem.key)", reason: problem.reason, source: source)
+                }
+                configuration.defaultBreakerConfig = config
+            default: break
+            }
+        }
+    }
+
+    private static func validate(_ configuration: NodeConfiguration) throws(ConfigurationError) {
+        if configuration.policies[configuration.defaultPolicyName] == nil, configuration.defaultPolicyName != "default" {
+            // A default policy that the config does not define must already be in the store; the node
+            // checks that at start. Nothing to refuse here.
+        }
+    }
+
+    private static func decodeObject<T: Decodable>(_ value: Any, key: String, source: String) throws(ConfigurationError) -> T {
+        guard JSONSerialization.isValidJSONObject(value) else {
+            throw ConfigurationError(key: key, reason: "expected a JSON object", source: source)
+        }
+        let data: Data
+        do {
+            data = try JSONSerialization.data(withJSONObject: value)
+        } catch {
+            throw ConfigurationError(key: key, reason: describe(error), source: source)
+        }
+        return try decodeJSON(data, key: key, source: source)
+    }
+
+    private static func decodeJSON<T: Decodable>(_ data: Data, key: String, source: String) throws(ConfigurationError) -> T {
+        do {
+            return try JSONDecoder().decode(T.self, from: data)
+        } catch {
+            let (path, reason) = JSONProblem.describe(error)
+            throw ConfigurationError(key: path.isEmpty ? key : "\(key).\(path)", reason: reason, source: source)
+        }
+    }
+
+    private static func describe(_ kind: ConfigurationKey.Kind) -> String {
+        switch kind {
+        case .string: "string"
+        case .integer: "integer"
+        case .choice(let choices): "one of \(choices.joined(separator: ", "))"
+        case .object: "JSON object"
+        }
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        let nsError = error as NSError
+        return (nsError.userInfo[NSDebugDescriptionErrorKey] as? String) ?? nsError.localizedDescription
+    }
+}
+
+/// Guards against JSON booleans posing as numbers (`true` bridges to `NSNumber` 1).
+@inline(__always)
+private func CFGetTypeIDIfAvailable(_ number: NSNumber) -> Bool {
+    String(cString: number.objCType) != "c"
+}
+
+/// Turns a `DecodingError` into a dotted key path and a sentence, for configuration and HTTP bodies.
+public enum JSONProblem {
+    /// The key path (`limits[0].rate`) and reason of a decoding failure.
+    public static func describe(_ error: any Error) -> (path: String, reason: String) {
+        guard let decodingError = error as? DecodingError else {
+            return ("", String(describing: error))
+        }
+        switch decodingError {
+        case .typeMismatch(let type, let context):
+            return (path(context.codingPath), "expected \(typeName(type))")
+        case .valueNotFound(let type, let context):
+            return (path(context.codingPath), "expected \(typeName(type)), got null")
+        case .keyNotFound(let key, let context):
+            return (path(context.codingPath + [key]), "is required")
+        case .dataCorrupted(let context):
+            let underlying = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
+            return (path(context.codingPath), underlying.map { "not valid JSON: \($0)" } ?? context.debugDescription)
+        @unknown default:
+            return ("", String(describing: decodingError))
+        }
+    }
+
+    static func path(_ codingPath: [any CodingKey]) -> String {
+        var result = ""
+        for key in codingPath {
+            if let index = key.intValue {
+                result += "[\(index)]"
+            } else {
+                result += result.isEmpty ? key.stringValue : ".\(key.stringValue)"
+            }
+        }
+        return result
+    }
+
+    private static func typeName(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: return "a string"
+        case is Int.Type, is Int64.Type, is Int32.Type: return "an integer"
+        case is Double.Type: return "a number"
+        case is Bool.Type: return "a boolean"
+        default:
+            let name = String(describing: type)
+            if name.hasPrefix("Array") { return "an array" }
+            if name.hasPrefix("Dictionary") { return "an object" }
+            return "a \(name)"
+        }
+    }
+}

@@ -1,0 +1,636 @@
+import CoordinatorCore
+import Foundation
+import Logging
+
+/// One coordinator node: interprets the pure cores' decisions and owns the backends.
+///
+/// Every operation of the HTTP API is a method here, so a Swift program can embed a node
+/// (`import Coordinator`) and call it directly. State that decisions depend on (limiter and breaker
+/// cores, outstanding permits, caches) lives in this actor; durable state lives in the store.
+public actor CoordinatorNode {
+    /// This node's stable id.
+    public nonisolated let nodeID: String
+    /// The configuration the node was started with.
+    public nonisolated let configuration: NodeConfiguration
+
+    let store: any CoordinatorStore
+    let clock: any NodeClock
+    let logger: Logger
+    let metrics: NodeMetrics
+    let startedAt: Int64
+
+    private var adminTokenHash: [UInt8]
+    private var policies: [String: LimitPolicy] = [:]
+    private var limiters: [String: RateLimiter] = [:]
+    private var breakerConfigs: [String: BreakerConfig] = [:]
+    private var breakers: [String: CircuitBreaker] = [:]
+    private var permits: [String: OutstandingPermit] = [:]
+    private var recordedPermits: LRUCache<String, String>
+    private var tokenCache: LRUCache<[UInt8], TokenRecord>
+    private var unknownSecrets: LRUCache<[UInt8], Bool>
+    private var shuttingDown = false
+    private var storeStatus: BackendStatus
+    private let storeDetail: String
+
+    struct OutstandingPermit: Sendable {
+        var breaker: String
+        var permit: BreakerPermit
+        var acquiredAt: Instant
+        var expiresAt: Instant
+    }
+
+    /// Setting keys in the store.
+    enum SettingKey {
+        static let nodeID = "node_id"
+        static let adminTokenSHA256 = "admin_token_sha256"
+        static func breakerState(_ name: String) -> String { "breaker_state:\(name)" }
+    }
+
+    /// Opens the store in the configured data directory and starts a node.
+    /// - Returns: the node and, when an admin token was generated on this first start, its value
+    ///   (the caller prints it once; it is stored only as a hash).
+    public static func start(
+        configuration: NodeConfiguration, clock: any NodeClock = SystemClock(), logger: Logger
+    ) async throws -> (node: CoordinatorNode, generatedAdminToken: String?) {
+        let store: SQLiteStore
+        do {
+            try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+            store = try await SQLiteStore.open(
+                path: configuration.databasePath,
+                synchronous: configuration.sqliteSynchronous == .full ? .full : .normal
+            )
+        } catch {
+            throw CoordinatorError(.storeUnavailable, "cannot open the SQLite store at \(configuration.databasePath): \(error)")
+        }
+        do {
+            return try await start(configuration: configuration, store: store, storeKind: "sqlite", storeDetail: configuration.databasePath, clock: clock, logger: logger)
+        } catch {
+            try? await store.close()
+            throw error
+        }
+    }
+
+    /// Starts a node over an already open store.
+    public static func start(
+        configuration: NodeConfiguration, store: any CoordinatorStore, storeKind: String, storeDetail: String,
+        clock: any NodeClock = SystemClock(), logger: Logger
+    ) async throws -> (node: CoordinatorNode, generatedAdminToken: String?) {
+        // Node id: configured, else persisted, else generated and persisted.
+        let nodeID: String
+        if let configured = configuration.nodeID {
+            nodeID = configured
+        } else if let stored = try await store.setting(SettingKey.nodeID) {
+            nodeID = stored
+        } else {
+            nodeID = Secrets.newNodeID()
+            try await store.setSetting(SettingKey.nodeID, value: nodeID)
+        }
+
+        // Admin token: configured (hashed in memory), else stored hash, else generated once.
+        var generated: String?
+        let adminHash: [UInt8]
+        if let token = configuration.adminToken {
+            adminHash = Secrets.sha256(token)
+        } else if let storedHex = try await store.setting(SettingKey.adminTokenSHA256), let stored = Secrets.unhex(storedHex), stored.count == 32 {
+            adminHash = stored
+        } else {
+            let token = Secrets.newAdminToken()
+            adminHash = Secrets.sha256(token)
+            try await store.setSetting(SettingKey.adminTokenSHA256, value: Secrets.hex(adminHash))
+            generated = token
+        }
+
+        let node = CoordinatorNode(
+            nodeID: nodeID, configuration: configuration, store: store, clock: clock, logger: logger,
+            adminTokenHash: adminHash,
+            storeStatus: BackendStatus(role: "store", kind: storeKind, status: "ok", detail: storeDetail, sinceMilliseconds: clock.wallMilliseconds())
+        )
+        try await node.loadState()
+        return (node, generated)
+    }
+
+    init(
+        nodeID: String, configuration: NodeConfiguration, store: any CoordinatorStore, clock: any NodeClock,
+        logger: Logger, adminTokenHash: [UInt8], storeStatus: BackendStatus
+    ) {
+        self.nodeID = nodeID
+        self.configuration = configuration
+        self.store = store
+        self.clock = clock
+        var logger = logger
+        logger[metadataKey: "node"] = "\(nodeID)"
+        self.logger = logger
+        self.metrics = NodeMetrics()
+        self.startedAt = clock.wallMilliseconds()
+        self.adminTokenHash = adminTokenHash
+        self.recordedPermits = LRUCache(capacity: 100_000)
+        self.tokenCache = LRUCache(capacity: configuration.tokenCacheCapacity)
+        self.unknownSecrets = LRUCache(capacity: configuration.negativeCacheCapacity)
+        self.storeStatus = storeStatus
+        self.storeDetail = storeStatus.detail
+    }
+
+    private func loadState() async throws {
+        let decoder = JSONDecoder()
+        let now = clock.wallMilliseconds()
+        var stored: [String: LimitPolicy] = [:]
+        for document in try await store.documents(kind: .limitPolicy) {
+            do {
+                stored[document.name] = try decoder.decode(LimitPolicy.self, from: Data(document.json.utf8))
+            } catch {
+                logger.error("ignoring unreadable stored policy", metadata: ["policy": "\(document.name)", "error": "\(error)"])
+            }
+        }
+        // Configured policies are created when the store lacks them; stored ones (changed through
+        // the API) win, so an operator's change survives a restart.
+        for (name, policy) in configuration.policies.sorted(by: { $0.key < $1.key }) where stored[name] == nil {
+            try await store.putDocument(kind: .limitPolicy, name: name, json: try Self.encode(policy), updatedAt: now)
+            stored[name] = policy
+        }
+        if stored[configuration.defaultPolicyName] == nil {
+            throw CoordinatorError(.unknownPolicy, "limits.defaultPolicy names \"\(configuration.defaultPolicyName)\", which neither limits.policies nor the store defines")
+        }
+        for (name, policy) in stored {
+            policies[name] = policy
+            limiters[name] = RateLimiter(policy: policy)
+        }
+
+        for document in try await store.documents(kind: .breakerConfig) {
+            do {
+                breakerConfigs[document.name] = try decoder.decode(BreakerConfig.self, from: Data(document.json.utf8))
+            } catch {
+                logger.error("ignoring unreadable stored breaker config", metadata: ["breaker": "\(document.name)", "error": "\(error)"])
+            }
+        }
+        let monotonic = clock.monotonicNow()
+        for (name, config) in breakerConfigs {
+            var breaker = CircuitBreaker(config: config, now: monotonic)
+            if let stateText = try await store.setting(SettingKey.breakerState(name)), let state = BreakerState(rawValue: stateText), state != .closed {
+                _ = breaker.transition(to: state, now: monotonic)
+            }
+            breakers[name] = breaker
+            metrics.breakerState(name, state: breaker.snapshot(now: monotonic).state)
+        }
+    }
+
+    // MARK: Admin
+
+    /// Whether `token` is the admin token (constant-time comparison of SHA-256 digests).
+    public func isAdmin(token: String) -> Bool {
+        Secrets.constantTimeEqual(Secrets.sha256(token), adminTokenHash)
+    }
+
+    // MARK: Rate limits
+
+    /// Checks and consumes `cost` from `key` under `policy`, all-or-nothing across its limits.
+    public func checkLimit(policy name: String, key: String, cost: Int) throws(CoordinatorError) -> LimitCheckResult {
+        try ensureRunning()
+        guard ResourceName.isValid(name) else { throw CoordinatorError(.invalidName, "policy names must match [A-Za-z0-9._:-]{1,128}") }
+        guard RateLimitKey.isValid(key) else {
+            throw CoordinatorError(.invalidKey, "keys must be 1 to \(RateLimitKey.maximumLength) bytes of UTF-8 without control characters")
+        }
+        guard cost >= 0, cost <= 1_000_000_000 else { throw CoordinatorError(.invalidRequest, "cost must be between 0 and 1000000000") }
+        guard limiters[name] != nil, let policy = policies[name] else {
+            throw CoordinatorError(.unknownPolicy, "no policy named \"\(name)\"")
+        }
+        let decision = limiters[name]!.check(key: key, cost: cost, now: clock.monotonicNow())
+        if !decision.allowed && decision.retryAfter == nil {
+            metrics.limiterDecision(policy: name, result: "impossible")
+            throw CoordinatorError(.costExceedsCapacity, "cost \(cost) exceeds the capacity \(decision.limit) of policy \"\(name)\"; it can never be allowed")
+        }
+        metrics.limiterDecision(policy: name, result: decision.allowed ? "allowed" : "denied")
+        return LimitCheckResult(policy: name, decision: decision, algorithm: policy.algorithm, limits: policy.limits)
+    }
+
+    /// Every policy by name.
+    public func limitPolicies() -> [String: LimitPolicy] { policies }
+
+    /// Creates or replaces a policy, persists it, and applies it at once. Keys keep their state when
+    /// the new policy has the same shape (see `RateLimiter.replacePolicy`).
+    public func putPolicy(name: String, policy: LimitPolicy, actor: String = "admin") async throws -> LimitPolicy {
+        try ensureRunning()
+        guard ResourceName.isValid(name) else { throw CoordinatorError(.invalidName, "policy names must match [A-Za-z0-9._:-]{1,128}") }
+        if let problem = policy.validate().first {
+            throw CoordinatorError(.invalidPolicy, "\(problem.key): \(problem.reason)")
+        }
+        try await storeCall { try await $0.putDocument(kind: .limitPolicy, name: name, json: try Self.encode(policy), updatedAt: self.clock.wallMilliseconds()) }
+        policies[name] = policy
+        if limiters[name] != nil {
+            limiters[name]!.replacePolicy(policy)
+        } else {
+            limiters[name] = RateLimiter(policy: policy)
+        }
+        await auditInternal(action: "policy.put", resource: "policy:\(name)", actor: actor, detail: ["algorithm": policy.algorithm.rawValue, "limits": "\(policy.limits.count)"])
+        return policy
+    }
+
+    // MARK: Breakers
+
+    /// Asks breaker `name` for permission to call. Unknown names are created from the default config.
+    public func acquire(breaker name: String) throws(CoordinatorError) -> BreakerAcquireResult {
+        try ensureRunning()
+        try ensureBreakerExists(name)
+        let now = clock.monotonicNow()
+        let acquisition = breakers[name]!.acquire(now: now)
+        if let transition = acquisition.transition { noteTransition(name, transition) }
+        guard let permit = acquisition.permit else {
+            metrics.breakerCall(name, result: "rejected")
+            return BreakerAcquireResult(breaker: name, permitted: false, permitID: nil, state: breakers[name]!.state, retryAfter: acquisition.retryAfter)
+        }
+        let id = Secrets.newPermitID()
+        let timeout = Span.milliseconds(breakers[name]!.config.permitTimeoutMs)
+        permits[id] = OutstandingPermit(breaker: name, permit: permit, acquiredAt: now, expiresAt: now + timeout)
+        metrics.breakerCall(name, result: "permitted")
+        return BreakerAcquireResult(breaker: name, permitted: true, permitID: id, state: breakers[name]!.state, retryAfter: nil)
+    }
+
+    /// Records the outcome of a permitted call. A permit is single-use: recording it twice, or
+    /// recording an unknown or expired permit, fails with 409.
+    public func record(
+        breaker name: String, permitID: String, outcome: CallOutcome, durationMilliseconds: Int64
+    ) throws(CoordinatorError) -> BreakerStatus {
+        try ensureRunning()
+        guard ResourceName.isValid(name) else { throw CoordinatorError(.invalidName, "breaker names must match [A-Za-z0-9._:-]{1,128}") }
+        guard durationMilliseconds >= 0, durationMilliseconds <= 86_400_000 * 7 else {
+            throw CoordinatorError(.invalidRequest, "durationMs must be between 0 and 604800000")
+        }
+        guard let outstanding = permits[permitID] else {
+            if let breaker = recordedPermits.value(forKey: permitID, now: clock.monotonicNow()), breaker == name {
+                throw CoordinatorError(.permitAlreadyRecorded, "permit \(permitID) was already recorded or has expired")
+            }
+            throw CoordinatorError(.unknownPermit, "no outstanding permit \(permitID) for breaker \"\(name)\"")
+        }
+        guard outstanding.breaker == name else {
+            throw CoordinatorError(.unknownPermit, "permit \(permitID) belongs to another breaker")
+        }
+        permits[permitID] = nil
+        let now = clock.monotonicNow()
+        recordedPermits.set(name, forKey: permitID, expiresAt: now + .seconds(3600))
+        if breakers[name] != nil {
+            if let transition = breakers[name]!.record(outcome, duration: .milliseconds(durationMilliseconds), permit: outstanding.permit, now: now) {
+                noteTransition(name, transition)
+            }
+            metrics.breakerOutcome(name, outcome: outcome)
+        }
+        return status(of: name, now: now)!
+    }
+
+    /// Every breaker's status, ordered by name.
+    public func breakerStatuses() -> [BreakerStatus] {
+        let now = clock.monotonicNow()
+        return breakers.keys.sorted().compactMap { status(of: $0, now: now) }
+    }
+
+    /// One breaker's status, or `nil` if no breaker has that name.
+    public func breakerStatus(_ name: String) -> BreakerStatus? {
+        status(of: name, now: clock.monotonicNow())
+    }
+
+    /// Replaces breaker `name`'s configuration (creating the breaker), persists it and applies it.
+    public func configureBreaker(name: String, config: BreakerConfig, actor: String = "admin") async throws -> BreakerStatus {
+        try ensureRunning()
+        guard ResourceName.isValid(name) else { throw CoordinatorError(.invalidName, "breaker names must match [A-Za-z0-9._:-]{1,128}") }
+        if let problem = config.validate().first {
+            throw CoordinatorError(.invalidBreakerConfig, "\(problem.key): \(problem.reason)")
+        }
+        if breakers[name] == nil, breakers.count >= configuration.maxBreakers {
+            throw CoordinatorError(.breakerLimitReached, "this node already has \(breakers.count) breakers (breakers.maxBreakers)")
+        }
+        try await storeCall { try await $0.putDocument(kind: .breakerConfig, name: name, json: try Self.encode(config), updatedAt: self.clock.wallMilliseconds()) }
+        let now = clock.monotonicNow()
+        breakerConfigs[name] = config
+        if breakers[name] == nil {
+            breakers[name] = CircuitBreaker(config: config, now: now)
+            metrics.breakerState(name, state: .closed)
+        } else if let transition = breakers[name]!.reconfigure(config, now: now) {
+            noteTransition(name, transition)
+        }
+        await auditInternal(action: "breaker.configure", resource: "breaker:\(name)", actor: actor, detail: [:])
+        return status(of: name, now: now)!
+    }
+
+    /// Moves breaker `name` to `state` by operator command; persisted, so a restart keeps
+    /// forced-open, disabled and metrics-only breakers as they were.
+    public func setBreakerState(name: String, state: BreakerState, actor: String = "admin") async throws -> BreakerStatus {
+        try ensureRunning()
+        try ensureBreakerExists(name)
+        try await storeCall { try await $0.setSetting(SettingKey.breakerState(name), value: state.rawValue) }
+        let now = clock.monotonicNow()
+        if let transition = breakers[name]!.transition(to: state, now: now) {
+            noteTransition(name, transition)
+        }
+        await auditInternal(action: "breaker.state", resource: "breaker:\(name)", actor: actor, detail: ["state": state.rawValue])
+        return status(of: name, now: now)!
+    }
+
+    private func ensureBreakerExists(_ name: String) throws(CoordinatorError) {
+        guard ResourceName.isValid(name) else { throw CoordinatorError(.invalidName, "breaker names must match [A-Za-z0-9._:-]{1,128}") }
+        guard breakers[name] == nil else { return }
+        guard breakers.count < configuration.maxBreakers else {
+            throw CoordinatorError(.breakerLimitReached, "this node already has \(breakers.count) breakers (breakers.maxBreakers); configure \"\(name)\" explicitly after removing others, or raise the limit")
+        }
+        breakers[name] = CircuitBreaker(config: breakerConfigs[name] ?? configuration.defaultBreakerConfig, now: clock.monotonicNow())
+        metrics.breakerState(name, state: .closed)
+    }
+
+    private func status(of name: String, now: Instant) -> BreakerStatus? {
+        guard let breaker = breakers[name] else { return nil }
+        let outstanding = permits.values.reduce(0) { $0 + ($1.breaker == name ? 1 : 0) }
+        return BreakerStatus(name: name, snapshot: breaker.snapshot(now: now), outstandingPermits: outstanding, sharing: "local")
+    }
+
+    private func noteTransition(_ name: String, _ transition: BreakerTransition) {
+        metrics.breakerTransition(name, transition)
+        logger.notice(
+            "breaker transition",
+            metadata: [
+                "breaker": "\(name)", "from": "\(transition.from.rawValue)", "to": "\(transition.to.rawValue)",
+                "reason": "\(transition.reason.rawValue)",
+                "failureRate": "\(transition.failureRate.map { "\($0)" } ?? "-")",
+                "slowCallRate": "\(transition.slowCallRate.map { "\($0)" } ?? "-")",
+            ]
+        )
+    }
+
+    // MARK: Tokens
+
+    /// Creates a token for `subject` under `policy` (the default policy when `nil`), valid for
+    /// `ttlSeconds` (forever when `nil`). The secret is returned once and only its hash is stored.
+    public func createToken(subject: String, policy: String?, ttlSeconds: Int64?, actor: String = "admin") async throws -> CreatedToken {
+        try ensureRunning()
+        guard ResourceName.isValid(subject) else { throw CoordinatorError(.invalidName, "subject must match [A-Za-z0-9._:-]{1,128}") }
+        let policyName = policy ?? configuration.defaultPolicyName
+        guard ResourceName.isValid(policyName) else { throw CoordinatorError(.invalidName, "policy names must match [A-Za-z0-9._:-]{1,128}") }
+        guard policies[policyName] != nil else { throw CoordinatorError(.unknownPolicy, "no policy named \"\(policyName)\"") }
+        if let ttlSeconds, ttlSeconds < 1 || ttlSeconds > 10 * 365 * 86_400 {
+            throw CoordinatorError(.invalidRequest, "ttlSeconds must be between 1 and 315360000")
+        }
+        let secret = Secrets.newTokenSecret()
+        let hash = Secrets.sha256(secret)
+        let now = clock.wallMilliseconds()
+        let record = TokenRecord(
+            id: Secrets.newTokenID(), secretHash: hash, subject: subject, policy: policyName, createdAt: now,
+            expiresAt: ttlSeconds.map { now + $0 * 1000 }, revokedAt: nil
+        )
+        try await storeCall { try await $0.insertToken(record) }
+        _ = unknownSecrets.removeValue(forKey: hash)
+        await auditInternal(action: "token.create", resource: "token:\(record.id)", actor: actor, detail: ["subject": subject, "policy": policyName])
+        return CreatedToken(token: record, secret: secret)
+    }
+
+    /// Every token (never secrets), oldest first.
+    public func tokens() async throws -> [TokenRecord] {
+        try ensureRunning()
+        return try await storeCall { try await $0.tokens() }
+    }
+
+    /// Revokes token `id`; the first revocation time is kept. Clears it from the cache at once.
+    public func revokeToken(id: String, actor: String = "admin") async throws -> TokenRecord {
+        try ensureRunning()
+        guard let record = try await storeCall({ try await $0.revokeToken(id: id, at: self.clock.wallMilliseconds()) }) else {
+            throw CoordinatorError(.unknownToken, "no token with id \"\(id)\"")
+        }
+        tokenCache.removeAll { _, cached in cached.id == id }
+        await auditInternal(action: "token.revoke", resource: "token:\(id)", actor: actor, detail: [:])
+        return record
+    }
+
+    /// Verifies a token secret: cache first, then the store. Unknown secrets are cached briefly in
+    /// a separately bounded cache so a flood of bad tokens neither reaches the store nor evicts good ones.
+    public func verifyToken(_ secret: String) async throws -> TokenVerification {
+        try ensureRunning()
+        guard Secrets.looksLikeTokenSecret(secret) else {
+            metrics.tokenVerification("unknown")
+            return .invalid(.unknown)
+        }
+        let hash = Secrets.sha256(secret)
+        let monotonic = clock.monotonicNow()
+        let record: TokenRecord
+        if let cached = tokenCache.value(forKey: hash, now: monotonic) {
+            metrics.cacheLookup(hit: true)
+            record = cached
+        } else if unknownSecrets.value(forKey: hash, now: monotonic) != nil {
+            metrics.cacheLookup(hit: true)
+            metrics.tokenVerification("unknown")
+            return .invalid(.unknown)
+        } else {
+            metrics.cacheLookup(hit: false)
+            guard let stored = try await storeCall({ try await $0.token(secretHash: hash) }) else {
+                unknownSecrets.set(true, forKey: hash, expiresAt: monotonic + .milliseconds(configuration.negativeCacheTTLMilliseconds))
+                metrics.tokenVerification("unknown")
+                return .invalid(.unknown)
+            }
+            record = stored
+            if stored.revokedAt == nil {
+                tokenCache.set(stored, forKey: hash, expiresAt: clock.monotonicNow() + .milliseconds(configuration.tokenCacheTTLMilliseconds))
+            }
+        }
+        if record.revokedAt != nil {
+            metrics.tokenVerification("revoked")
+            return .invalid(.revoked)
+        }
+        if let expiresAt = record.expiresAt, expiresAt <= clock.wallMilliseconds() {
+            metrics.tokenVerification("expired")
+            return .invalid(.expired)
+        }
+        metrics.tokenVerification("valid")
+        return .valid(record)
+    }
+
+    // MARK: Admit
+
+    /// Verifies the token, acquires the breaker (if named) and checks the token's rate limit, in
+    /// one call. A request refused by the rate limit gives its breaker permit back, and a request
+    /// refused by the breaker consumes no rate-limit budget.
+    public func admit(token secret: String, cost: Int, breaker: String?) async throws -> AdmitResult {
+        try ensureRunning()
+        guard cost >= 0, cost <= 1_000_000_000 else { throw CoordinatorError(.invalidRequest, "cost must be between 0 and 1000000000") }
+        if let breaker, !ResourceName.isValid(breaker) {
+            throw CoordinatorError(.invalidName, "breaker names must match [A-Za-z0-9._:-]{1,128}")
+        }
+        let verification = try await verifyToken(secret)
+        guard case .valid(let token) = verification else {
+            if case .invalid(let reason) = verification {
+                metrics.admit("token")
+                return AdmitResult(allowed: false, refusedBy: .token, tokenRefusal: reason)
+            }
+            fatalError("unreachable")
+        }
+        // No suspension point from here on: the breaker permit and the limiter decision are one step.
+        var acquisition: BreakerAcquireResult?
+        if let breaker {
+            let acquired = try acquire(breaker: breaker)
+            if !acquired.permitted {
+                metrics.admit("breaker")
+                return AdmitResult(allowed: false, refusedBy: .breaker, token: token, breaker: acquired)
+            }
+            acquisition = acquired
+        }
+        let limit: LimitCheckResult
+        do {
+            limit = try checkLimit(policy: token.policy, key: token.id, cost: cost)
+        } catch {
+            if let permitID = acquisition?.permitID, let breaker { releasePermit(breaker: breaker, permitID: permitID) }
+            throw error
+        }
+        if !limit.decision.allowed {
+            if let permitID = acquisition?.permitID, let breaker { releasePermit(breaker: breaker, permitID: permitID) }
+            metrics.admit("rate_limit")
+            return AdmitResult(allowed: false, refusedBy: .rateLimit, token: token, limit: limit, breaker: nil)
+        }
+        metrics.admit("allowed")
+        return AdmitResult(allowed: true, token: token, limit: limit, breaker: acquisition)
+    }
+
+    /// Gives an unused permit back: recorded as `ignored`, which returns a half-open probe slot.
+    private func releasePermit(breaker name: String, permitID: String) {
+        guard let outstanding = permits.removeValue(forKey: permitID) else { return }
+        if let transition = breakers[name]?.record(.ignored, duration: .zero, permit: outstanding.permit, now: clock.monotonicNow()) {
+            noteTransition(name, transition)
+        }
+    }
+
+    // MARK: Audit
+
+    /// Appends an audit event, idempotent by id. Reusing an id for different content is a conflict.
+    public func appendAudit(_ submission: AuditSubmission) async throws -> AuditAppendResult {
+        try ensureRunning()
+        let input = AuditEventInput(
+            id: submission.id, actor: submission.actor, action: submission.action, resource: submission.resource,
+            outcome: submission.outcome, detailJSON: submission.detailJSON, recordedAt: clock.wallMilliseconds(), nodeID: nodeID
+        )
+        let result = try await storeCall { try await $0.appendAudit(input) }
+        if result.duplicate && !result.sameContent {
+            throw CoordinatorError(.auditIDConflict, "audit event \(submission.id) already exists with different content (seq \(result.seq))")
+        }
+        metrics.auditAppended(duplicate: result.duplicate)
+        return result
+    }
+
+    /// Up to `limit` audit events after sequence number `after`.
+    public func auditEvents(after: Int64, limit: Int) async throws -> [AuditEvent] {
+        try ensureRunning()
+        guard after >= 0 else { throw CoordinatorError(.invalidRequest, "after must be ≥ 0") }
+        guard (1...1000).contains(limit) else { throw CoordinatorError(.invalidRequest, "limit must be between 1 and 1000") }
+        return try await storeCall { try await $0.auditEvents(after: after, limit: limit) }
+    }
+
+    private func auditInternal(action: String, resource: String, actor: String, detail: [String: String]) async {
+        let detailJSON = (try? String(decoding: JSONSerialization.data(withJSONObject: detail, options: [.sortedKeys]), as: UTF8.self)) ?? "{}"
+        let input = AuditEventInput(
+            id: UUID().uuidString.lowercased(), actor: actor, action: action, resource: resource, outcome: "success",
+            detailJSON: detailJSON, recordedAt: clock.wallMilliseconds(), nodeID: nodeID
+        )
+        do {
+            _ = try await store.appendAudit(input)
+            metrics.auditAppended(duplicate: false)
+        } catch {
+            logger.error("could not audit an admin action", metadata: ["action": "\(action)", "error": "\(error)"])
+        }
+    }
+
+    // MARK: Cluster, health, lifecycle
+
+    /// What `/v1/cluster` reports.
+    public func clusterInfo() -> ClusterInfo {
+        ClusterInfo(
+            nodeID: nodeID, mode: "pilot", version: CoordinatorVersion.string, startedAtMilliseconds: startedAt,
+            backends: [
+                storeStatus,
+                BackendStatus(role: "sharedState", kind: "memory", status: "ok", detail: "single node: limiter and breaker state in this process", sinceMilliseconds: startedAt),
+                BackendStatus(role: "tokenCache", kind: "memory", status: "ok", detail: "LRU \(tokenCache.count)/\(configuration.tokenCacheCapacity)", sinceMilliseconds: startedAt),
+            ]
+        )
+    }
+
+    /// Whether the node should receive traffic: not shutting down, and the store answers.
+    public func readiness() async -> (ready: Bool, checks: [String: String]) {
+        if shuttingDown { return (false, ["node": "shutting down"]) }
+        do {
+            _ = try await store.setting(SettingKey.nodeID)
+            return (true, ["store": "ok"])
+        } catch {
+            markStore(failed: error)
+            return (false, ["store": "\(error)"])
+        }
+    }
+
+    /// Runs timers: expires unrecorded permits (as failures of `permitTimeoutMs`), lets breakers
+    /// apply time-based transitions, and drops limiter keys that are back to their initial state.
+    public func maintain() {
+        let now = clock.monotonicNow()
+        var expired: [(String, OutstandingPermit)] = []
+        for (id, permit) in permits where permit.expiresAt <= now { expired.append((id, permit)) }
+        for (id, outstanding) in expired {
+            permits[id] = nil
+            recordedPermits.set(outstanding.breaker, forKey: id, expiresAt: now + .seconds(3600))
+            metrics.permitExpired(outstanding.breaker)
+            let duration = outstanding.expiresAt - outstanding.acquiredAt
+            if let transition = breakers[outstanding.breaker]?.record(.failure, duration: duration, permit: outstanding.permit, now: now) {
+                noteTransition(outstanding.breaker, transition)
+            }
+        }
+        for name in breakers.keys {
+            if let transition = breakers[name]!.tick(now: now) { noteTransition(name, transition) }
+        }
+        var swept = 0
+        for name in limiters.keys { swept += limiters[name]!.sweep(now: now) }
+        metrics.limiterKeys(limiters.values.reduce(0) { $0 + $1.keyCount }, swept: swept)
+        metrics.cacheSize(tokenCache.count)
+    }
+
+    /// Stops accepting work (new calls fail with 503 `shutting-down`) and closes the store after
+    /// in-flight writes finished.
+    public func shutdown() async {
+        guard !shuttingDown else { return }
+        shuttingDown = true
+        do {
+            try await store.close()
+        } catch {
+            logger.error("closing the store failed", metadata: ["error": "\(error)"])
+        }
+        logger.info("node stopped")
+    }
+
+    private func ensureRunning() throws(CoordinatorError) {
+        if shuttingDown { throw CoordinatorError(.shuttingDown, "the node is shutting down") }
+    }
+
+    private func storeCall<T: Sendable>(_ body: (any CoordinatorStore) async throws -> T) async throws -> T {
+        do {
+            let value = try await body(store)
+            if storeStatus.status != "ok" { markStoreRecovered() }
+            return value
+        } catch let error as StoreError {
+            switch error.code {
+            case .conflict: throw CoordinatorError(.invalidRequest, error.message)
+            case .closed: throw CoordinatorError(.shuttingDown, "the store is closed")
+            case .unusable, .backend:
+                markStore(failed: error)
+                throw CoordinatorError(.storeUnavailable, error.message)
+            }
+        }
+    }
+
+    private func markStore(failed error: any Error) {
+        if storeStatus.status == "ok" {
+            storeStatus.status = "down"
+            storeStatus.sinceMilliseconds = clock.wallMilliseconds()
+            logger.error("store failing", metadata: ["error": "\(error)"])
+        }
+        storeStatus.detail = "\(error)"
+    }
+
+    private func markStoreRecovered() {
+        storeStatus.status = "ok"
+        storeStatus.sinceMilliseconds = clock.wallMilliseconds()
+        storeStatus.detail = storeDetail
+        logger.notice("store recovered")
+    }
+
+    static func encode<T: Encodable>(_ value: T) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+}

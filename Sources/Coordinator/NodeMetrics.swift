@@ -1,0 +1,115 @@
+import CoordinatorCore
+import Metrics
+
+/// The node's metrics, through swift-metrics (exported as Prometheus text by the HTTP layer).
+/// Metric handles are created once per label set and cached, so the hot path does no registry lookups.
+final class NodeMetrics: @unchecked Sendable {
+    // @unchecked Sendable: the caches below are only touched from the owning `CoordinatorNode`
+    // actor's executor; the metric handles themselves are thread-safe.
+    private var limiterDecisions: [String: Counter] = [:]
+    private var breakerCalls: [String: Counter] = [:]
+    private var breakerOutcomes: [String: Counter] = [:]
+    private var breakerStates: [String: [BreakerState: Gauge]] = [:]
+    private var tokenResults: [String: Counter] = [:]
+    private var admits: [String: Counter] = [:]
+    private let cacheHits = Counter(label: "coordinator_token_cache_hits_total")
+    private let cacheMisses = Counter(label: "coordinator_token_cache_misses_total")
+    private let cacheEntries = Gauge(label: "coordinator_token_cache_entries")
+    private let auditNew = Counter(label: "coordinator_audit_events_total", dimensions: [("result", "stored")])
+    private let auditDuplicate = Counter(label: "coordinator_audit_events_total", dimensions: [("result", "duplicate")])
+    private let limiterKeyGauge = Gauge(label: "coordinator_limiter_keys")
+    private let limiterSwept = Counter(label: "coordinator_limiter_keys_swept_total")
+
+    func limiterDecision(policy: String, result: String) {
+        let key = policy + "\u{0}" + result
+        if let counter = limiterDecisions[key] {
+            counter.increment()
+        } else {
+            let counter = Counter(label: "coordinator_limiter_decisions_total", dimensions: [("policy", policy), ("result", result)])
+            limiterDecisions[key] = counter
+            counter.increment()
+        }
+    }
+
+    func breakerCall(_ name: String, result: String) {
+        let key = name + "\u{0}" + result
+        if let counter = breakerCalls[key] {
+            counter.increment()
+        } else {
+            let counter = Counter(label: "coordinator_breaker_calls_total", dimensions: [("breaker", name), ("result", result)])
+            breakerCalls[key] = counter
+            counter.increment()
+        }
+    }
+
+    func breakerOutcome(_ name: String, outcome: CallOutcome) {
+        let key = name + "\u{0}" + outcome.rawValue
+        if let counter = breakerOutcomes[key] {
+            counter.increment()
+        } else {
+            let counter = Counter(label: "coordinator_breaker_outcomes_total", dimensions: [("breaker", name), ("outcome", outcome.rawValue)])
+            breakerOutcomes[key] = counter
+            counter.increment()
+        }
+    }
+
+    func permitExpired(_ name: String) {
+        Counter(label: "coordinator_breaker_permits_expired_total", dimensions: [("breaker", name)]).increment()
+    }
+
+    /// One gauge per state, 1 for the current state and 0 for the others.
+    func breakerState(_ name: String, state current: BreakerState) {
+        var gauges = breakerStates[name] ?? [:]
+        for state in [BreakerState.closed, .open, .halfOpen, .forcedOpen, .disabled, .metricsOnly] {
+            let gauge = gauges[state] ?? Gauge(label: "coordinator_breaker_state", dimensions: [("breaker", name), ("state", state.rawValue)])
+            gauges[state] = gauge
+            gauge.record(state == current ? 1 : 0)
+        }
+        breakerStates[name] = gauges
+    }
+
+    func breakerTransition(_ name: String, _ transition: BreakerTransition) {
+        Counter(
+            label: "coordinator_breaker_transitions_total",
+            dimensions: [("breaker", name), ("from", transition.from.rawValue), ("to", transition.to.rawValue), ("reason", transition.reason.rawValue)]
+        ).increment()
+        breakerState(name, state: transition.to)
+    }
+
+    func tokenVerification(_ result: String) {
+        if let counter = tokenResults[result] {
+            counter.increment()
+        } else {
+            let counter = Counter(label: "coordinator_token_verifications_total", dimensions: [("result", result)])
+            tokenResults[result] = counter
+            counter.increment()
+        }
+    }
+
+    func admit(_ result: String) {
+        if let counter = admits[result] {
+            counter.increment()
+        } else {
+            let counter = Counter(label: "coordinator_admit_total", dimensions: [("result", result)])
+            admits[result] = counter
+            counter.increment()
+        }
+    }
+
+    func cacheLookup(hit: Bool) {
+        (hit ? cacheHits : cacheMisses).increment()
+    }
+
+    func cacheSize(_ entries: Int) {
+        cacheEntries.record(entries)
+    }
+
+    func auditAppended(duplicate: Bool) {
+        (duplicate ? auditDuplicate : auditNew).increment()
+    }
+
+    func limiterKeys(_ count: Int, swept: Int) {
+        limiterKeyGauge.record(count)
+        if swept > 0 { limiterSwept.increment(by: swept) }
+    }
+}

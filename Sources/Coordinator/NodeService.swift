@@ -1,0 +1,27 @@
+import Logging
+import ServiceLifecycle
+
+/// Runs a node's timers as a long-lived `Service`, and on graceful shutdown closes the node after
+/// everything that depends on it (the HTTP server, listed after it in the service group) stopped.
+public struct NodeService: Service {
+    public let node: CoordinatorNode
+
+    public init(node: CoordinatorNode) {
+        self.node = node
+    }
+
+    public func run() async throws {
+        let interval = Duration.milliseconds(node.configuration.maintenanceIntervalMilliseconds)
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    try await Task.sleep(for: interval)
+                } catch {
+                    break
+                }
+                await node.maintain()
+            }
+        }
+        await node.shutdown()
+    }
+}

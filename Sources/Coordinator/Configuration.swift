@@ -256,14 +256,7 @@ public enum ConfigurationLoader {
             default: break
             }
         case .integer(let range):
-            let number: Int64
-            if let integer = value as? Int64 {
-                number = integer
-            } else if let integer = value as? Int {
-                number = Int64(integer)
-            } else if let nsNumber = value as? NSNumber, CFGetTypeIDIfAvailable(nsNumber), let exact = Int64(exactly: nsNumber.doubleValue) {
-                number = exact
-            } else {
+            guard let number = Self.exactInteger(value) else {
                 throw ConfigurationError(key: key.path, reason: "expected an integer", source: source)
             }
             guard range.contains(number) else {
@@ -324,6 +317,18 @@ public enum ConfigurationLoader {
         }
     }
 
+    /// The value as an exact integer: JSON booleans and fractional numbers are refused.
+    static func exactInteger(_ value: Any) -> Int64? {
+        if let integer = value as? Int64, type(of: value) == Int64.self { return integer }
+        guard let number = value as? NSNumber, !(value is String) else { return nil }
+        let kind = String(cString: number.objCType)
+        if kind == "c" || kind == "B" || type(of: value) == Bool.self { return nil }
+        if number === NSNumber(value: true) || number === NSNumber(value: false) { return nil }
+        let double = number.doubleValue
+        guard double.rounded() == double else { return nil }
+        return Int64(exactly: double)
+    }
+
     private static func validate(_ configuration: NodeConfiguration) throws(ConfigurationError) {
         if configuration.policies[configuration.defaultPolicyName] == nil, configuration.defaultPolicyName != "default" {
             // A default policy that the config does not define must already be in the store; the node
@@ -368,11 +373,6 @@ public enum ConfigurationLoader {
     }
 }
 
-/// Guards against JSON booleans posing as numbers (`true` bridges to `NSNumber` 1).
-@inline(__always)
-private func CFGetTypeIDIfAvailable(_ number: NSNumber) -> Bool {
-    String(cString: number.objCType) != "c"
-}
 
 /// Turns a `DecodingError` into a dotted key path and a sentence, for configuration and HTTP bodies.
 public enum JSONProblem {

@@ -90,7 +90,7 @@ struct ConfigurationTests {
         try expectError(file: #"{"limits":{"policies":{"p":{"limits":[{"rate":0,"periodMs":1000}]}}}}"#, key: "limits.policies.p.limits[0].rate")
         try expectError(file: #"{"limits":{"policies":{"bad name":{"limits":[{"rate":1,"periodMs":1000}]}}}}"#, key: "limits.policies.bad name")
         try expectError(file: #"{"breakers":{"default":{"failureRateThreshold":0}}}"#, key: "breakers.default.failureRateThreshold")
-        try expectError(file: #"{"breakers":{"default":{"minimumCall":1}}}"#, key: "breakers.default", reason: "minimumCall")
+        try expectError(file: #"{"breakers":{"default":{"minimumCall":1}}}"#, key: "breakers.default.minimumCall", reason: "unknown key")
         try expectError(file: "{not json", key: "(file)", reason: "not valid JSON")
         try expectError(file: "[1,2]", key: "(file)", reason: "JSON object")
         try expectError(file: nil, environment: ["COORDINATOR_SERVER_PORT": "eighty"], key: "server.port", reason: "integer")

@@ -8,10 +8,10 @@ struct LRUCacheTests {
     @Test func hitsAndMisses() {
         var cache = LRUCache<String, Int>(capacity: 3)
         #expect(cache.isEmpty)
-        #expect(cache.value(forKey: "a", now: ms(0)) == nil)
+        #expect(cache.value(forKey: "a", now: atMs(0)) == nil)
         cache.set(1, forKey: "a", expiresAt: Self.forever)
-        #expect(cache.value(forKey: "a", now: ms(0)) == 1)
-        #expect(cache.value(forKey: "a", now: ms(0)) == 1)
+        #expect(cache.value(forKey: "a", now: atMs(0)) == 1)
+        #expect(cache.value(forKey: "a", now: atMs(0)) == 1)
         #expect(cache.count == 1)
         #expect(cache.stats == CacheStatistics(hits: 2, misses: 1, evictions: 0, expirations: 0))
         cache.resetStatistics()
@@ -24,19 +24,19 @@ struct LRUCacheTests {
         cache.set(2, forKey: "b", expiresAt: Self.forever)
         cache.set(3, forKey: "c", expiresAt: Self.forever)
         #expect(cache.keysByRecency == ["c", "b", "a"])
-        #expect(cache.value(forKey: "a", now: ms(0)) == 1)  // a becomes most recent
+        #expect(cache.value(forKey: "a", now: atMs(0)) == 1)  // a becomes most recent
         #expect(cache.keysByRecency == ["a", "c", "b"])
         cache.set(4, forKey: "d", expiresAt: Self.forever)  // evicts b
         #expect(cache.keysByRecency == ["d", "a", "c"])
-        #expect(cache.value(forKey: "b", now: ms(0)) == nil)
+        #expect(cache.value(forKey: "b", now: atMs(0)) == nil)
         cache.set(5, forKey: "e", expiresAt: Self.forever)  // evicts c
         cache.set(6, forKey: "f", expiresAt: Self.forever)  // evicts a
         #expect(cache.keysByRecency == ["f", "e", "d"])
         #expect(cache.count == 3)
         #expect(cache.stats.evictions == 3)
         // `contains` neither reorders nor counts.
-        #expect(cache.contains("d", now: ms(0)))
-        #expect(!cache.contains("a", now: ms(0)))
+        #expect(cache.contains("d", now: atMs(0)))
+        #expect(!cache.contains("a", now: atMs(0)))
         #expect(cache.keysByRecency == ["f", "e", "d"])
         #expect(cache.stats == CacheStatistics(hits: 1, misses: 1, evictions: 3, expirations: 0))
     }
@@ -46,48 +46,48 @@ struct LRUCacheTests {
         cache.set(1, forKey: "a", expiresAt: Self.forever)
         cache.set(2, forKey: "b", expiresAt: Self.forever)
         cache.set(3, forKey: "c", expiresAt: Self.forever)
-        cache.set(10, forKey: "a", expiresAt: ms(50))
+        cache.set(10, forKey: "a", expiresAt: atMs(50))
         #expect(cache.count == 3)
         #expect(cache.stats.evictions == 0)
         #expect(cache.keysByRecency == ["a", "c", "b"])
         cache.set(4, forKey: "d", expiresAt: Self.forever)  // evicts b, not a
         #expect(cache.keysByRecency == ["d", "a", "c"])
-        #expect(cache.value(forKey: "a", now: ms(49)) == 10)
+        #expect(cache.value(forKey: "a", now: atMs(49)) == 10)
         // The update replaced the expiry too.
-        #expect(cache.value(forKey: "a", now: ms(50)) == nil)
+        #expect(cache.value(forKey: "a", now: atMs(50)) == nil)
     }
 
     @Test func expiry() {
         var cache = LRUCache<Int, String>(capacity: 4)
-        cache.set("x", forKey: 1, expiresAt: ms(100))
-        cache.set("y", forKey: 2, expiresAt: ms(200))
-        #expect(cache.value(forKey: 1, now: ms(99)) == "x")
-        #expect(cache.contains(1, now: ms(99)))
-        #expect(!cache.contains(1, now: ms(100)))
+        cache.set("x", forKey: 1, expiresAt: atMs(100))
+        cache.set("y", forKey: 2, expiresAt: atMs(200))
+        #expect(cache.value(forKey: 1, now: atMs(99)) == "x")
+        #expect(cache.contains(1, now: atMs(99)))
+        #expect(!cache.contains(1, now: atMs(100)))
         #expect(cache.count == 2)
-        #expect(cache.value(forKey: 1, now: ms(100)) == nil)  // live while now < expiresAt
+        #expect(cache.value(forKey: 1, now: atMs(100)) == nil)  // live while now < expiresAt
         #expect(cache.count == 1)
-        #expect(cache.value(forKey: 1, now: ms(100)) == nil)  // gone: a plain miss
+        #expect(cache.value(forKey: 1, now: atMs(100)) == nil)  // gone: a plain miss
         #expect(cache.stats == CacheStatistics(hits: 1, misses: 2, evictions: 0, expirations: 1))
         // Re-setting an expired key revives it.
-        cache.set("z", forKey: 2, expiresAt: ms(300))
-        #expect(cache.value(forKey: 2, now: ms(250)) == "z")
+        cache.set("z", forKey: 2, expiresAt: atMs(300))
+        #expect(cache.value(forKey: 2, now: atMs(250)) == "z")
     }
 
     @Test func removeExpired() {
         var cache = LRUCache<Int, Int>(capacity: 10)
-        for key in 0..<10 { cache.set(key, forKey: key, expiresAt: ms(Int64(key) * 10)) }
-        #expect(cache.removeExpired(now: ms(45)) == 5)  // 0...4
+        for key in 0..<10 { cache.set(key, forKey: key, expiresAt: atMs(Int64(key) * 10)) }
+        #expect(cache.removeExpired(now: atMs(45)) == 5)  // 0...4
         #expect(cache.count == 5)
         #expect(cache.keysByRecency == [9, 8, 7, 6, 5])
         #expect(cache.stats.expirations == 5)
-        #expect(cache.removeExpired(now: ms(45)) == 0)
+        #expect(cache.removeExpired(now: atMs(45)) == 0)
     }
 
     @Test func removeValue() {
         var cache = LRUCache<String, Int>(capacity: 3)
         cache.set(1, forKey: "a", expiresAt: Self.forever)
-        cache.set(2, forKey: "b", expiresAt: ms(1))
+        cache.set(2, forKey: "b", expiresAt: atMs(1))
         cache.set(3, forKey: "c", expiresAt: Self.forever)
         #expect(cache.removeValue(forKey: "b") == 2)  // expired or not
         #expect(cache.removeValue(forKey: "b") == nil)
@@ -120,7 +120,7 @@ struct LRUCacheTests {
         #expect(cache.count == 8 && cache.stats.evictions == 0)
         cache.set("w", forKey: 18, expiresAt: Self.forever)
         #expect(cache.stats.evictions == 1)
-        #expect(cache.value(forKey: 10, now: ms(0)) == nil)
+        #expect(cache.value(forKey: 10, now: atMs(0)) == nil)
     }
 
     @Test func capacityOne() {
@@ -128,18 +128,18 @@ struct LRUCacheTests {
         cache.set(1, forKey: "a", expiresAt: Self.forever)
         cache.set(2, forKey: "a", expiresAt: Self.forever)  // update: no eviction
         #expect(cache.stats.evictions == 0)
-        #expect(cache.value(forKey: "a", now: ms(0)) == 2)
+        #expect(cache.value(forKey: "a", now: atMs(0)) == 2)
         cache.set(3, forKey: "b", expiresAt: Self.forever)
         #expect(cache.stats.evictions == 1)
-        #expect(cache.value(forKey: "a", now: ms(0)) == nil)
-        #expect(cache.value(forKey: "b", now: ms(0)) == 3)
+        #expect(cache.value(forKey: "a", now: atMs(0)) == nil)
+        #expect(cache.value(forKey: "b", now: atMs(0)) == 3)
         #expect(cache.keysByRecency == ["b"])
         #expect(cache.removeValue(forKey: "b") == 3)
-        cache.set(4, forKey: "c", expiresAt: ms(5))
-        #expect(cache.value(forKey: "c", now: ms(5)) == nil)
+        cache.set(4, forKey: "c", expiresAt: atMs(5))
+        #expect(cache.value(forKey: "c", now: atMs(5)) == nil)
         #expect(cache.isEmpty)
         cache.set(5, forKey: "d", expiresAt: Self.forever)
-        #expect(cache.value(forKey: "d", now: ms(5)) == 5)
+        #expect(cache.value(forKey: "d", now: atMs(5)) == 5)
         #expect(cache.stats == CacheStatistics(hits: 3, misses: 2, evictions: 1, expirations: 1))
     }
 
@@ -164,10 +164,10 @@ struct LRUCacheTests {
             let key = Int.random(in: 0..<(capacity * 2 + 3), using: &random)
             switch Int.random(in: 0..<100, using: &random) {
             case 0..<45:
-                #expect(cache.value(forKey: key, now: ms(now)) == model.value(forKey: key, now: now), "step \(step)")
+                #expect(cache.value(forKey: key, now: atMs(now)) == model.value(forKey: key, now: now), "step \(step)")
             case 45..<85:
                 let expiresAt = now + Int64.random(in: 0...40, using: &random)
-                cache.set(step, forKey: key, expiresAt: ms(expiresAt))
+                cache.set(step, forKey: key, expiresAt: atMs(expiresAt))
                 model.set(step, forKey: key, expiresAt: expiresAt)
             case 85..<95:
                 #expect(cache.removeValue(forKey: key) == model.removeValue(forKey: key), "step \(step)")
@@ -176,7 +176,7 @@ struct LRUCacheTests {
                 cache.removeAll { key, _ in key % modulus == 0 }
                 model.removeAll { $0.key % modulus == 0 }
             default:
-                #expect(cache.removeExpired(now: ms(now)) == model.removeExpired(now: now), "step \(step)")
+                #expect(cache.removeExpired(now: atMs(now)) == model.removeExpired(now: now), "step \(step)")
             }
             #expect(cache.count == model.entries.count)
             #expect(cache.keysByRecency == model.entries.map(\.key), "step \(step)")

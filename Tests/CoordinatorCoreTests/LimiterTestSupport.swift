@@ -16,13 +16,13 @@ struct SplitMix64: RandomNumberGenerator {
 }
 
 /// `value` milliseconds after the origin.
-func ms(_ value: Int64) -> Instant { .milliseconds(value) }
+func atMs(_ value: Int64) -> Instant { .milliseconds(value) }
 
 /// `value` nanoseconds after the origin.
-func ns(_ value: Int64) -> Instant { Instant(nanoseconds: value) }
+func atNs(_ value: Int64) -> Instant { Instant(nanoseconds: value) }
 
 /// A decision spelled out, spans in nanoseconds (`retry: nil` = never).
-func expected(
+func decisionNs(
     _ allowed: Bool, limit: Int, remaining: Int, resetNs: Int64, retryNs: Int64?, binding: Int = 0
 ) -> RateDecision {
     RateDecision(
@@ -32,12 +32,12 @@ func expected(
 
 /// An allowed decision; spans in milliseconds.
 func allowedMs(limit: Int, remaining: Int, resetMs: Int64, binding: Int = 0) -> RateDecision {
-    expected(true, limit: limit, remaining: remaining, resetNs: resetMs * 1_000_000, retryNs: 0, binding: binding)
+    decisionNs(true, limit: limit, remaining: remaining, resetNs: resetMs * 1_000_000, retryNs: 0, binding: binding)
 }
 
 /// A refused decision; spans in milliseconds (`retryMs: nil` = never).
 func refusedMs(limit: Int, remaining: Int, resetMs: Int64, retryMs: Int64?, binding: Int = 0) -> RateDecision {
-    expected(
+    decisionNs(
         false, limit: limit, remaining: remaining, resetNs: resetMs * 1_000_000, retryNs: retryMs.map { $0 * 1_000_000 },
         binding: binding)
 }

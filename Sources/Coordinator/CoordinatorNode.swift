@@ -493,15 +493,18 @@ public actor CoordinatorNode {
     // MARK: Audit
 
     /// Appends an audit event, idempotent by id. Reusing an id for different content is a conflict.
-    public func appendAudit(_ submission: AuditSubmission) async throws -> AuditAppendResult {
+    /// `detailJSON` is a JSON object as compact text; the node stamps the time and its id.
+    public func appendAudit(
+        id: String, actor: String, action: String, resource: String, outcome: String, detailJSON: String
+    ) async throws -> AuditAppendResult {
         try ensureRunning()
         let input = AuditEventInput(
-            id: submission.id, actor: submission.actor, action: submission.action, resource: submission.resource,
-            outcome: submission.outcome, detailJSON: submission.detailJSON, recordedAt: clock.wallMilliseconds(), nodeID: nodeID
+            id: id, actor: actor, action: action, resource: resource, outcome: outcome, detailJSON: detailJSON,
+            recordedAt: clock.wallMilliseconds(), nodeID: nodeID
         )
         let result = try await storeCall { try await $0.appendAudit(input) }
         if result.duplicate && !result.sameContent {
-            throw CoordinatorError(.auditIDConflict, "audit event \(submission.id) already exists with different content (seq \(result.seq))")
+            throw CoordinatorError(.auditIDConflict, "audit event \(id) already exists with different content (seq \(result.seq))")
         }
         metrics.auditAppended(duplicate: result.duplicate)
         return result

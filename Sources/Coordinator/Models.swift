@@ -76,26 +76,6 @@ public struct AdmitResult: Sendable, Equatable {
     public var breaker: BreakerAcquireResult?
 }
 
-/// An audit event as submitted through the API, before the node stamps it.
-public struct AuditSubmission: Sendable, Equatable {
-    public var id: String
-    public var actor: String
-    public var action: String
-    public var resource: String
-    public var outcome: String
-    /// A JSON object as compact text.
-    public var detailJSON: String
-
-    public init(id: String, actor: String, action: String, resource: String, outcome: String, detailJSON: String) {
-        self.id = id
-        self.actor = actor
-        self.action = action
-        self.resource = resource
-        self.outcome = outcome
-        self.detailJSON = detailJSON
-    }
-}
-
 /// What `/v1/cluster` reports.
 public struct ClusterInfo: Sendable, Equatable {
     public var nodeID: String

@@ -453,7 +453,7 @@ public struct CoordinatorAPI: Sendable {
         guard ResourceName.isValid(id) else { throw RequestObject.invalid("\"id\" must match [A-Za-z0-9._:-]{1,128} (a UUID is recommended)") }
         let detail = try body.object("detail") ?? [:]
         let detailData = try JSONSerialization.data(withJSONObject: detail, options: [.sortedKeys])
-        let submission = AuditSubmission(
+        let result = try await node.appendAudit(
             id: id,
             actor: try body.requiredString("actor", maxLength: 256),
             action: try body.requiredString("action", maxLength: 256),
@@ -461,7 +461,6 @@ public struct CoordinatorAPI: Sendable {
             outcome: try body.requiredString("outcome", maxLength: 64),
             detailJSON: String(decoding: detailData, as: UTF8.self)
         )
-        let result = try await node.appendAudit(submission)
         var json = JSONText()
         json.string("id", id)
         json.int("seq", result.seq)

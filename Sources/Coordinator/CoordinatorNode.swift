@@ -25,6 +25,7 @@ public actor CoordinatorNode {
     private var breakerConfigs: [String: BreakerConfig] = [:]
     private var breakers: [String: CircuitBreaker] = [:]
     private var permits: [String: OutstandingPermit] = [:]
+    private var outstandingByBreaker: [String: Int] = [:]
     private var recordedPermits: LRUCache<String, String>
     private var tokenCache: LRUCache<[UInt8], TokenRecord>
     private var unknownSecrets: LRUCache<[UInt8], Bool>
@@ -136,7 +137,12 @@ public actor CoordinatorNode {
         var stored: [String: LimitPolicy] = [:]
         for document in try await store.documents(kind: .limitPolicy) {
             do {
-                stored[document.name] = try decoder.decode(LimitPolicy.self, from: Data(document.json.utf8))
+                let policy = try decoder.decode(LimitPolicy.self, from: Data(document.json.utf8))
+                if let problem = policy.validate().first {
+                    logger.error("ignoring invalid stored policy", metadata: ["policy": "\(document.name)", "problem": "\(problem)"])
+                    continue
+                }
+                stored[document.name] = policy
             } catch {
                 logger.error("ignoring unreadable stored policy", metadata: ["policy": "\(document.name)", "error": "\(error)"])
             }
@@ -157,7 +163,12 @@ public actor CoordinatorNode {
 
         for document in try await store.documents(kind: .breakerConfig) {
             do {
-                breakerConfigs[document.name] = try decoder.decode(BreakerConfig.self, from: Data(document.json.utf8))
+                let config = try decoder.decode(BreakerConfig.self, from: Data(document.json.utf8))
+                if let problem = config.validate().first {
+                    logger.error("ignoring invalid stored breaker config", metadata: ["breaker": "\(document.name)", "problem": "\(problem)"])
+                    continue
+                }
+                breakerConfigs[document.name] = config
             } catch {
                 logger.error("ignoring unreadable stored breaker config", metadata: ["breaker": "\(document.name)", "error": "\(error)"])
             }
@@ -240,6 +251,7 @@ public actor CoordinatorNode {
         let id = Secrets.newPermitID()
         let timeout = Span.milliseconds(breakers[name]!.config.permitTimeoutMs)
         permits[id] = OutstandingPermit(breaker: name, permit: permit, acquiredAt: now, expiresAt: now + timeout)
+        outstandingByBreaker[name, default: 0] += 1
         metrics.breakerCall(name, result: "permitted")
         return BreakerAcquireResult(breaker: name, permitted: true, permitID: id, state: breakers[name]!.state, retryAfter: nil)
     }
@@ -263,7 +275,7 @@ public actor CoordinatorNode {
         guard outstanding.breaker == name else {
             throw CoordinatorError(.unknownPermit, "permit \(permitID) belongs to another breaker")
         }
-        permits[permitID] = nil
+        takePermit(permitID)
         let now = clock.monotonicNow()
         recordedPermits.set(name, forKey: permitID, expiresAt: now + .seconds(3600))
         if breakers[name] != nil {
@@ -335,8 +347,7 @@ public actor CoordinatorNode {
 
     private func status(of name: String, now: Instant) -> BreakerStatus? {
         guard let breaker = breakers[name] else { return nil }
-        let outstanding = permits.values.reduce(0) { $0 + ($1.breaker == name ? 1 : 0) }
-        return BreakerStatus(name: name, snapshot: breaker.snapshot(now: now), outstandingPermits: outstanding, sharing: "local")
+        return BreakerStatus(name: name, snapshot: breaker.snapshot(now: now), outstandingPermits: outstandingByBreaker[name] ?? 0, sharing: "local")
     }
 
     private func noteTransition(_ name: String, _ transition: BreakerTransition) {
@@ -482,9 +493,18 @@ public actor CoordinatorNode {
         return AdmitResult(allowed: true, token: token, limit: limit, breaker: acquisition)
     }
 
+    /// Removes an outstanding permit and keeps the per-breaker count in step.
+    @discardableResult
+    private func takePermit(_ id: String) -> OutstandingPermit? {
+        guard let outstanding = permits.removeValue(forKey: id) else { return nil }
+        let remaining = (outstandingByBreaker[outstanding.breaker] ?? 1) - 1
+        outstandingByBreaker[outstanding.breaker] = remaining > 0 ? remaining : nil
+        return outstanding
+    }
+
     /// Gives an unused permit back: recorded as `ignored`, which returns a half-open probe slot.
     private func releasePermit(breaker name: String, permitID: String) {
-        guard let outstanding = permits.removeValue(forKey: permitID) else { return }
+        guard let outstanding = takePermit(permitID) else { return }
         if let transition = breakers[name]?.record(.ignored, duration: .zero, permit: outstanding.permit, now: clock.monotonicNow()) {
             noteTransition(name, transition)
         }
@@ -565,7 +585,7 @@ public actor CoordinatorNode {
         var expired: [(String, OutstandingPermit)] = []
         for (id, permit) in permits where permit.expiresAt <= now { expired.append((id, permit)) }
         for (id, outstanding) in expired {
-            permits[id] = nil
+            takePermit(id)
             recordedPermits.set(outstanding.breaker, forKey: id, expiresAt: now + .seconds(3600))
             metrics.permitExpired(outstanding.breaker)
             let duration = outstanding.expiresAt - outstanding.acquiredAt

@@ -162,4 +162,23 @@ struct NodeTests {
             #expect(error.message.contains("ghost"))
         }
     }
+
+    @Test("unreadable or invalid stored documents are skipped with an error, never crash the node")
+    func corruptStoredDocuments() async throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = try await SQLiteStore.open(path: directory + "/coordinator.sqlite", synchronous: .normal)
+        try await store.putDocument(kind: .limitPolicy, name: "default", json: #"{"limits":[{"rate":0,"periodMs":1000}]}"#, updatedAt: 1)
+        try await store.putDocument(kind: .limitPolicy, name: "broken", json: "not json", updatedAt: 1)
+        try await store.putDocument(kind: .breakerConfig, name: "db", json: #"{"failureRateThreshold":500}"#, updatedAt: 1)
+        try await store.close()
+
+        let (node, _) = try await startNode(directory: directory)
+        let policies = await node.limitPolicies()
+        #expect(policies["default"] == LimitPolicy.pilotDefault)
+        #expect(policies["broken"] == nil)
+        #expect(await node.breakerStatus("db") == nil)
+        #expect(try await node.checkLimit(policy: "default", key: "k", cost: 1).decision.allowed)
+        await node.shutdown()
+    }
 }

@@ -42,6 +42,25 @@ public struct NodeConfiguration: Sendable, Equatable {
 
     public init() {}
 
+    /// Rules a configuration built in code (not through `ConfigurationLoader`) can still break.
+    public func problems() -> [String] {
+        var problems: [String] = []
+        if !(0...65_535).contains(port) { problems.append("port must be between 0 and 65535") }
+        if maxBodyBytes < 1_024 { problems.append("maxBodyBytes must be at least 1024") }
+        if maxBreakers < 1 { problems.append("maxBreakers must be at least 1") }
+        if tokenCacheCapacity < 1 { problems.append("tokenCacheCapacity must be at least 1") }
+        if negativeCacheCapacity < 1 { problems.append("negativeCacheCapacity must be at least 1") }
+        if tokenCacheTTLMilliseconds < 1 || negativeCacheTTLMilliseconds < 1 { problems.append("cache TTLs must be at least 1 ms") }
+        if maintenanceIntervalMilliseconds < 10 { problems.append("maintenanceIntervalMilliseconds must be at least 10") }
+        if let nodeID, !ResourceName.isValid(nodeID) { problems.append("nodeID must match [A-Za-z0-9._:-]{1,128}") }
+        for (name, policy) in policies.sorted(by: { $0.key < $1.key }) {
+            if !ResourceName.isValid(name) { problems.append("policy name \(name) must match [A-Za-z0-9._:-]{1,128}") }
+            if let problem = policy.validate().first { problems.append("policies.\(name).\(problem.key): \(problem.reason)") }
+        }
+        if let problem = defaultBreakerConfig.validate().first { problems.append("defaultBreakerConfig.\(problem.key): \(problem.reason)") }
+        return problems
+    }
+
     /// Path of the SQLite database inside the data directory.
     public var databasePath: String { (dataDirectory as NSString).appendingPathComponent("coordinator.sqlite") }
 }

@@ -30,6 +30,10 @@ public actor CoordinatorNode {
     private var tokenCache: LRUCache<[UInt8], TokenRecord>
     private var unknownSecrets: LRUCache<[UInt8], Bool>
     private var shuttingDown = false
+    private var draining = false
+    /// Bumped by every revocation, so a verification that read the store before a revocation
+    /// finished does not put the stale record back into the cache.
+    private var revocationEpoch: UInt64 = 0
     private var storeStatus: BackendStatus
     private let storeDetail: String
 
@@ -76,6 +80,9 @@ public actor CoordinatorNode {
         configuration: NodeConfiguration, store: any CoordinatorStore, storeKind: String, storeDetail: String,
         clock: any NodeClock = SystemClock(), logger: Logger
     ) async throws -> (node: CoordinatorNode, generatedAdminToken: String?) {
+        if let problem = configuration.problems().first {
+            throw CoordinatorError(.invalidRequest, "invalid configuration: \(problem)")
+        }
         // Node id: configured, else persisted, else generated and persisted.
         let nodeID: String
         if let configured = configuration.nodeID {
@@ -97,7 +104,6 @@ public actor CoordinatorNode {
         } else {
             let token = Secrets.newAdminToken()
             adminHash = Secrets.sha256(token)
-            try await store.setSetting(SettingKey.adminTokenSHA256, value: Secrets.hex(adminHash))
             generated = token
         }
 
@@ -107,6 +113,10 @@ public actor CoordinatorNode {
             storeStatus: BackendStatus(role: "store", kind: storeKind, status: "ok", detail: storeDetail, sinceMilliseconds: clock.wallMilliseconds())
         )
         try await node.loadState()
+        if generated != nil {
+            // Stored only once the node is sure to start, so the printed token is never lost.
+            try await store.setSetting(SettingKey.adminTokenSHA256, value: Secrets.hex(adminHash))
+        }
         return (node, generated)
     }
 
@@ -326,6 +336,13 @@ public actor CoordinatorNode {
     public func setBreakerState(name: String, state: BreakerState, actor: String = "admin") async throws -> BreakerStatus {
         try ensureRunning()
         try ensureBreakerExists(name)
+        if breakerConfigs[name] == nil {
+            // A breaker created by its first acquire has no stored config yet; store the one it runs
+            // with, so a restart brings it back (and its forced state with it).
+            let config = breakers[name]!.config
+            try await storeCall { try await $0.putDocument(kind: .breakerConfig, name: name, json: try Self.encode(config), updatedAt: self.clock.wallMilliseconds()) }
+            breakerConfigs[name] = config
+        }
         try await storeCall { try await $0.setSetting(SettingKey.breakerState(name), value: state.rawValue) }
         let now = clock.monotonicNow()
         if let transition = breakers[name]!.transition(to: state, now: now) {
@@ -401,6 +418,7 @@ public actor CoordinatorNode {
         guard let record = try await storeCall({ try await $0.revokeToken(id: id, at: self.clock.wallMilliseconds()) }) else {
             throw CoordinatorError(.unknownToken, "no token with id \"\(id)\"")
         }
+        revocationEpoch &+= 1
         tokenCache.removeAll { _, cached in cached.id == id }
         await auditInternal(action: "token.revoke", resource: "token:\(id)", actor: actor, detail: [:])
         return record
@@ -426,13 +444,14 @@ public actor CoordinatorNode {
             return .invalid(.unknown)
         } else {
             metrics.cacheLookup(hit: false)
+            let epoch = revocationEpoch
             guard let stored = try await storeCall({ try await $0.token(secretHash: hash) }) else {
                 unknownSecrets.set(true, forKey: hash, expiresAt: monotonic + .milliseconds(configuration.negativeCacheTTLMilliseconds))
                 metrics.tokenVerification("unknown")
                 return .invalid(.unknown)
             }
             record = stored
-            if stored.revokedAt == nil {
+            if stored.revokedAt == nil, epoch == revocationEpoch {
                 tokenCache.set(stored, forKey: hash, expiresAt: clock.monotonicNow() + .milliseconds(configuration.tokenCacheTTLMilliseconds))
             }
         }
@@ -518,6 +537,9 @@ public actor CoordinatorNode {
         id: String, actor: String, action: String, resource: String, outcome: String, detailJSON: String
     ) async throws -> AuditAppendResult {
         try ensureRunning()
+        guard (try? JSONSerialization.jsonObject(with: Data(detailJSON.utf8))) is [String: Any] else {
+            throw CoordinatorError(.invalidRequest, "detail must be a JSON object")
+        }
         let input = AuditEventInput(
             id: id, actor: actor, action: action, resource: resource, outcome: outcome, detailJSON: detailJSON,
             recordedAt: clock.wallMilliseconds(), nodeID: nodeID
@@ -545,7 +567,7 @@ public actor CoordinatorNode {
             detailJSON: detailJSON, recordedAt: clock.wallMilliseconds(), nodeID: nodeID
         )
         do {
-            _ = try await store.appendAudit(input)
+            _ = try await storeCall { try await $0.appendAudit(input) }
             metrics.auditAppended(duplicate: false)
         } catch {
             logger.error("could not audit an admin action", metadata: ["action": "\(action)", "error": "\(error)"])
@@ -568,7 +590,7 @@ public actor CoordinatorNode {
 
     /// Whether the node should receive traffic: not shutting down, and the store answers.
     public func readiness() async -> (ready: Bool, checks: [String: String]) {
-        if shuttingDown { return (false, ["node": "shutting down"]) }
+        if shuttingDown || draining { return (false, ["node": "draining: shutting down"]) }
         do {
             _ = try await store.setting(SettingKey.nodeID)
             return (true, ["store": "ok"])
@@ -600,6 +622,15 @@ public actor CoordinatorNode {
         for name in limiters.keys { swept += limiters[name]!.sweep(now: now) }
         metrics.limiterKeys(limiters.values.reduce(0) { $0 + $1.keyCount }, swept: swept)
         metrics.cacheSize(tokenCache.count)
+    }
+
+    /// Marks the node as draining: `/readyz` answers 503 so load balancers stop sending traffic,
+    /// while requests already routed here are still served until `shutdown()`.
+    public func beginDraining() {
+        if !draining {
+            draining = true
+            logger.notice("draining")
+        }
     }
 
     /// Stops accepting work (new calls fail with 503 `shutting-down`) and closes the store after

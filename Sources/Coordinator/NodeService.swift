@@ -25,3 +25,23 @@ public struct NodeService: Service {
         await node.shutdown()
     }
 }
+
+/// Put last in the service group, so it hears the shutdown signal first (services shut down in
+/// reverse order): it marks the node as draining — `/readyz` fails at once — while the HTTP server,
+/// listed before it, goes on serving what it already accepted until it drains.
+public struct NodeDrainService: Service {
+    public let node: CoordinatorNode
+
+    public init(node: CoordinatorNode) {
+        self.node = node
+    }
+
+    public func run() async throws {
+        do {
+            try await gracefulShutdown()
+        } catch {
+            return  // cancelled: the group is going down anyway
+        }
+        await node.beginDraining()
+    }
+}

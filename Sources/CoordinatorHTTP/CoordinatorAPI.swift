@@ -33,6 +33,7 @@ public struct CoordinatorAPI: Sendable {
     public func makeRouter() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: ProblemMiddleware())
+        router.add(middleware: BodyLimitMiddleware(maxBodyBytes: maxBodyBytes))
         router.add(middleware: MetricsMiddleware())
 
         router.get("/healthz") { _, _ in json(.ok, #"{"status":"ok"}"#) }

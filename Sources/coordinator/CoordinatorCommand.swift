@@ -85,6 +85,7 @@ struct Serve: AsyncParsableCommand {
                 services: [
                     .init(service: NodeService(node: started.node)),
                     .init(service: app),
+                    .init(service: NodeDrainService(node: started.node)),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger

@@ -141,6 +141,9 @@ struct APITests {
             let huge = "{\"key\":\"" + String(repeating: "x", count: 70_000) + "\"}"
             expectProblem(try await client.send(.post, "/v1/limits/default/check", json: huge), .contentTooLarge, "body-too-large")
             expectProblem(try await client.send(.get, "/v1/nothing-here"), .notFound, "not-found")
+            // Also on routes that never read a body.
+            let bigBody = String(repeating: "x", count: 70_000)
+            expectProblem(try await client.send(.post, "/v1/breakers/b1/acquire", json: bigBody), .contentTooLarge, "body-too-large")
 
             // Policy administration.
             expectProblem(try await client.send(.put, "/v1/limits/p1", json: #"{"limits":[{"rate":1,"periodMs":1000}]}"#), .unauthorized, "unauthorized")

@@ -181,4 +181,48 @@ struct NodeTests {
         #expect(try await node.checkLimit(policy: "default", key: "k", cost: 1).decision.allowed)
         await node.shutdown()
     }
+
+    @Test("a breaker created by acquire and then forced open comes back forced open")
+    func forcedStateOfImplicitBreaker() async throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (node, _) = try await startNode(directory: directory)
+        #expect(try await node.acquire(breaker: "implicit").permitted)
+        _ = try await node.setBreakerState(name: "implicit", state: .forcedOpen)
+        await node.shutdown()
+        let (restarted, _) = try await startNode(directory: directory)
+        #expect(await restarted.breakerStatus("implicit")?.snapshot.state == .forcedOpen)
+        await restarted.shutdown()
+    }
+
+    @Test("a start that fails does not swallow the generated admin token")
+    func adminTokenNotLostOnFailedStart() async throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        await #expect(throws: CoordinatorError.self) {
+            _ = try await startNode(directory: directory) { $0.defaultPolicyName = "ghost" }
+        }
+        let (node, generated) = try await startNode(directory: directory)
+        #expect(generated != nil)
+        await node.shutdown()
+    }
+
+    @Test("draining fails readiness but keeps serving; bad library input is refused")
+    func drainingAndLibraryInput() async throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (node, _) = try await startNode(directory: directory)
+        #expect(await node.readiness().ready)
+        await node.beginDraining()
+        #expect(await node.readiness().ready == false)
+        #expect(try await node.checkLimit(policy: "default", key: "k", cost: 1).decision.allowed)
+        await #expect(throws: CoordinatorError.self) {
+            _ = try await node.appendAudit(id: "e", actor: "a", action: "b", resource: "c", outcome: "d", detailJSON: "not json")
+        }
+        await node.shutdown()
+
+        await #expect(throws: CoordinatorError.self) {
+            _ = try await startNode(directory: temporaryDirectory()) { $0.tokenCacheCapacity = 0 }
+        }
+    }
 }

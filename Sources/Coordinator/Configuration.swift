@@ -27,6 +27,12 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var defaultBreakerConfig: BreakerConfig = .default
     /// The most breakers a node keeps; acquiring an unknown name beyond it fails with 409.
     public var maxBreakers: Int = 10_000
+    /// The most permits outstanding (acquired, not yet recorded or expired) on a node; beyond it
+    /// acquire answers 503, so clients that never record cannot exhaust memory.
+    public var maxOutstandingPermits: Int = 100_000
+    /// The most keys one policy's limiter holds; a new key beyond it (after sweeping keys back at
+    /// their initial state) answers 503, so unbounded key spaces cannot exhaust memory.
+    public var maxLimiterKeys: Int = 1_000_000
     /// Capacity of the token-validation cache (valid tokens).
     public var tokenCacheCapacity: Int = 10_000
     /// How long a validated token stays cached, in milliseconds.
@@ -48,6 +54,8 @@ public struct NodeConfiguration: Sendable, Equatable {
         if !(0...65_535).contains(port) { problems.append("port must be between 0 and 65535") }
         if maxBodyBytes < 1_024 { problems.append("maxBodyBytes must be at least 1024") }
         if maxBreakers < 1 { problems.append("maxBreakers must be at least 1") }
+        if maxOutstandingPermits < 1 { problems.append("maxOutstandingPermits must be at least 1") }
+        if maxLimiterKeys < 1 { problems.append("maxLimiterKeys must be at least 1") }
         if tokenCacheCapacity < 1 { problems.append("tokenCacheCapacity must be at least 1") }
         if negativeCacheCapacity < 1 { problems.append("negativeCacheCapacity must be at least 1") }
         if tokenCacheTTLMilliseconds < 1 || negativeCacheTTLMilliseconds < 1 { problems.append("cache TTLs must be at least 1 ms") }
@@ -137,6 +145,8 @@ public enum ConfigurationLoader {
         .init(path: "limits.policies", kind: .object, help: "Policies created at start when the store lacks them (name → policy)."),
         .init(path: "breakers.default", kind: .object, help: "Configuration of breakers created on first use."),
         .init(path: "breakers.maxBreakers", kind: .integer(1...1_000_000), help: "Most breakers a node keeps."),
+        .init(path: "breakers.maxOutstandingPermits", kind: .integer(1...100_000_000), help: "Most permits outstanding on a node."),
+        .init(path: "limits.maxKeys", kind: .integer(1...100_000_000), help: "Most keys one policy's limiter holds."),
         .init(path: "tokenCache.capacity", kind: .integer(1...10_000_000), help: "Cached valid tokens."),
         .init(path: "tokenCache.ttlMs", kind: .integer(1...86_400_000), help: "How long a valid token stays cached."),
         .init(path: "tokenCache.negativeCapacity", kind: .integer(1...10_000_000), help: "Cached unknown secrets."),
@@ -285,6 +295,8 @@ public enum ConfigurationLoader {
             case "server.port": configuration.port = Int(number)
             case "server.maxBodyBytes": configuration.maxBodyBytes = Int(number)
             case "breakers.maxBreakers": configuration.maxBreakers = Int(number)
+            case "breakers.maxOutstandingPermits": configuration.maxOutstandingPermits = Int(number)
+            case "limits.maxKeys": configuration.maxLimiterKeys = Int(number)
             case "tokenCache.capacity": configuration.tokenCacheCapacity = Int(number)
             case "tokenCache.ttlMs": configuration.tokenCacheTTLMilliseconds = number
             case "tokenCache.negativeCapacity": configuration.negativeCacheCapacity = Int(number)

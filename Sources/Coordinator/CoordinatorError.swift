@@ -15,6 +15,8 @@ public struct CoordinatorError: Error, Sendable, Equatable, CustomStringConverti
         case unknownPermit = "unknown-permit"
         case permitAlreadyRecorded = "permit-already-recorded"
         case breakerLimitReached = "breaker-limit-reached"
+        case permitLimitReached = "permit-limit-reached"
+        case limiterFull = "limiter-full"
         case costExceedsCapacity = "cost-exceeds-capacity"
         case auditIDConflict = "audit-id-conflict"
         case unauthorized = "unauthorized"
@@ -53,7 +55,7 @@ public struct CoordinatorError: Error, Sendable, Equatable, CustomStringConverti
         case .costExceedsCapacity: 422
         case .rateLimited: 429
         case .internalError: 500
-        case .breakerOpen, .storeUnavailable, .shuttingDown: 503
+        case .breakerOpen, .storeUnavailable, .shuttingDown, .permitLimitReached, .limiterFull: 503
         }
     }
 

@@ -26,6 +26,7 @@ public actor CoordinatorNode {
     private var breakers: [String: CircuitBreaker] = [:]
     private var permits: [String: OutstandingPermit] = [:]
     private var outstandingByBreaker: [String: Int] = [:]
+    private var lastFullSweep: [String: Instant] = [:]
     private var recordedPermits: LRUCache<String, String>
     private var tokenCache: LRUCache<[UInt8], TokenRecord>
     private var unknownSecrets: LRUCache<[UInt8], Bool>
@@ -214,7 +215,19 @@ public actor CoordinatorNode {
         guard limiters[name] != nil, let policy = policies[name] else {
             throw CoordinatorError(.unknownPolicy, "no policy named \"\(name)\"")
         }
-        let decision = limiters[name]!.check(key: key, cost: cost, now: clock.monotonicNow())
+        let now = clock.monotonicNow()
+        if limiters[name]!.keyCount >= configuration.maxLimiterKeys, !limiters[name]!.hasState(forKey: key) {
+            // Full: reclaim keys back at their initial state (at most once a second), then refuse.
+            if now - (lastFullSweep[name] ?? .zero) >= .seconds(1) {
+                lastFullSweep[name] = now
+                _ = limiters[name]!.sweep(now: now)
+            }
+            if limiters[name]!.keyCount >= configuration.maxLimiterKeys {
+                metrics.limiterDecision(policy: name, result: "full")
+                throw CoordinatorError(.limiterFull, "policy \"\(name)\" already tracks \(configuration.maxLimiterKeys) keys (limits.maxKeys); new keys are refused until some return to their initial state")
+            }
+        }
+        let decision = limiters[name]!.check(key: key, cost: cost, now: now)
         if !decision.allowed && decision.retryAfter == nil {
             metrics.limiterDecision(policy: name, result: "impossible")
             throw CoordinatorError(.costExceedsCapacity, "cost \(cost) exceeds the capacity \(decision.limit) of policy \"\(name)\"; it can never be allowed")
@@ -251,6 +264,9 @@ public actor CoordinatorNode {
     public func acquire(breaker name: String) throws(CoordinatorError) -> BreakerAcquireResult {
         try ensureRunning()
         try ensureBreakerExists(name)
+        guard permits.count < configuration.maxOutstandingPermits else {
+            throw CoordinatorError(.permitLimitReached, "this node already has \(permits.count) outstanding permits (breakers.maxOutstandingPermits); record outcomes or let permits expire")
+        }
         let now = clock.monotonicNow()
         let acquisition = breakers[name]!.acquire(now: now)
         if let transition = acquisition.transition { noteTransition(name, transition) }

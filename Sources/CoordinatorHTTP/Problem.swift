@@ -46,6 +46,8 @@ public struct Problem: Error, Sendable {
         case .unknownPermit: "Unknown permit"
         case .permitAlreadyRecorded: "Permit already recorded"
         case .breakerLimitReached: "Too many breakers"
+        case .permitLimitReached: "Too many outstanding permits"
+        case .limiterFull: "Rate limiter full"
         case .costExceedsCapacity: "Cost exceeds capacity"
         case .auditIDConflict: "Audit id reused"
         case .unauthorized: "Unauthorized"

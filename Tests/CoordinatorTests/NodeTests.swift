@@ -225,4 +225,37 @@ struct NodeTests {
             _ = try await startNode(directory: temporaryDirectory()) { $0.tokenCacheCapacity = 0 }
         }
     }
+
+    @Test("limiter keys and outstanding permits are bounded; full limiters reclaim idle keys")
+    func bounds() async throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let clock = TestClock()
+        let (node, _) = try await startNode(directory: directory, clock: clock) {
+            $0.maxLimiterKeys = 2
+            $0.maxOutstandingPermits = 2
+        }
+        _ = try await node.putPolicy(name: "p", policy: LimitPolicy(limits: [LimitSpec(rate: 10, periodMs: 1000, burst: 10)]))
+        #expect(try await node.checkLimit(policy: "p", key: "a", cost: 1).decision.allowed)
+        #expect(try await node.checkLimit(policy: "p", key: "b", cost: 1).decision.allowed)
+        #expect(try await node.checkLimit(policy: "p", key: "a", cost: 1).decision.allowed)
+        do {
+            _ = try await node.checkLimit(policy: "p", key: "c", cost: 1)
+            Issue.record("a third key must be refused while two keys hold state")
+        } catch {
+            #expect(error.code == .limiterFull)
+        }
+        clock.advance(milliseconds: 2000)
+        #expect(try await node.checkLimit(policy: "p", key: "c", cost: 1).decision.allowed)
+
+        #expect(try await node.acquire(breaker: "x").permitted)
+        #expect(try await node.acquire(breaker: "x").permitted)
+        do {
+            _ = try await node.acquire(breaker: "x")
+            Issue.record("a third outstanding permit must be refused")
+        } catch {
+            #expect(error.code == .permitLimitReached)
+        }
+        await node.shutdown()
+    }
 }

@@ -59,6 +59,9 @@ public struct RateLimiter: Sendable {
     /// How many keys hold state.
     public var keyCount: Int { entries.count }
 
+    /// Whether `key` holds state (a check on it would not add a key).
+    public func hasState(forKey key: String) -> Bool { entries[key] != nil }
+
     /// Checks a request of `cost` units by `key` at `now`, all or nothing: every limit is
     /// evaluated, and only if all allow is the cost counted against every one of them; otherwise
     /// nothing changes. Cost 0 is a query that consumes nothing. A negative cost is refused with

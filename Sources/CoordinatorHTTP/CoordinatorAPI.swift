@@ -528,19 +528,9 @@ public struct CoordinatorAPI: Sendable {
     }
 
     func problemWithFields(status: HTTPResponse.Status, code: String, title: String, detail: String, fields: String, headers: HTTPFields, instance: String) -> Response {
-        var json = JSONText()
-        json.string("type", "urn:coordinator:problem:\(code)")
-        json.string("title", title)
-        json.int("status", status.code)
-        json.string("detail", detail)
-        json.string("instance", instance)
-        json.string("code", code)
-        var body = json.finish()
-        body.removeLast()
-        body += "," + fields + "}"
-        var headers = headers
-        headers[.contentType] = "application/problem+json"
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
+        var problem = Problem(status: status, code: code, title: title, detail: detail, headers: headers)
+        problem.encodedMembers = fields
+        return problem.response(instance: instance)
     }
 
     func jsonResponse(_ status: HTTPResponse.Status, _ body: String) -> Response {

@@ -14,6 +14,8 @@ public struct Problem: Error, Sendable {
     public var detail: String
     /// Extra members, already encoded as JSON values, in order.
     var extensions: [(String, String)]
+    /// Extra members already encoded as `"name":value,…` (no braces), appended after `extensions`.
+    var encodedMembers: String = ""
     /// Extra response headers.
     var headers: HTTPFields
 
@@ -73,13 +75,17 @@ public struct Problem: Error, Sendable {
         json.string("instance", instance)
         json.string("code", code)
         var body = json.finish()
-        if !extensions.isEmpty {
+        if !extensions.isEmpty || !encodedMembers.isEmpty {
             body.removeLast()
             for (name, value) in extensions {
                 body.append(",")
                 JSONText.appendQuoted(name, to: &body)
                 body.append(":")
                 body.append(value)
+            }
+            if !encodedMembers.isEmpty {
+                body.append(",")
+                body.append(encodedMembers)
             }
             body.append("}")
         }

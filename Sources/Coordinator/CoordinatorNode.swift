@@ -27,6 +27,10 @@ public actor CoordinatorNode {
     private var permits: [String: OutstandingPermit] = [:]
     private var outstandingByBreaker: [String: Int] = [:]
     private var lastFullSweep: [String: Instant] = [:]
+    /// Last acquire or record per breaker, to find idle breakers to evict when the cap is reached.
+    private var lastActivity: [String: Instant] = [:]
+    /// How long a breaker created on first use must be idle before it may be evicted at the cap.
+    static let breakerIdleEviction = Span.seconds(60)
     private var recordedPermits: LRUCache<String, String>
     private var tokenCache: LRUCache<[UInt8], TokenRecord>
     private var unknownSecrets: LRUCache<[UInt8], Bool>
@@ -268,6 +272,7 @@ public actor CoordinatorNode {
             throw CoordinatorError(.permitLimitReached, "this node already has \(permits.count) outstanding permits (breakers.maxOutstandingPermits); record outcomes or let permits expire")
         }
         let now = clock.monotonicNow()
+        lastActivity[name] = now
         let acquisition = breakers[name]!.acquire(now: now)
         if let transition = acquisition.transition { noteTransition(name, transition) }
         guard let permit = acquisition.permit else {
@@ -303,6 +308,7 @@ public actor CoordinatorNode {
         }
         takePermit(permitID)
         let now = clock.monotonicNow()
+        lastActivity[name] = now
         recordedPermits.set(name, forKey: permitID, expiresAt: now + .seconds(3600))
         if breakers[name] != nil {
             if let transition = breakers[name]!.record(outcome, duration: .milliseconds(durationMilliseconds), permit: outstanding.permit, now: now) {
@@ -371,11 +377,32 @@ public actor CoordinatorNode {
     private func ensureBreakerExists(_ name: String) throws(CoordinatorError) {
         guard ResourceName.isValid(name) else { throw CoordinatorError(.invalidName, "breaker names must match [A-Za-z0-9._:-]{1,128}") }
         guard breakers[name] == nil else { return }
+        if breakers.count >= configuration.maxBreakers { evictIdleBreaker() }
         guard breakers.count < configuration.maxBreakers else {
             throw CoordinatorError(.breakerLimitReached, "this node already has \(breakers.count) breakers (breakers.maxBreakers); configure \"\(name)\" explicitly after removing others, or raise the limit")
         }
         breakers[name] = CircuitBreaker(config: breakerConfigs[name] ?? configuration.defaultBreakerConfig, now: clock.monotonicNow())
         metrics.breakerState(name, state: .closed)
+    }
+
+    /// At the cap, forgets the longest-idle breaker that nobody configured: created on first use,
+    /// closed, no permits out, no operator state, idle for at least `breakerIdleEviction`. Such a
+    /// breaker is indistinguishable from a new one, so forgetting it loses nothing — and a flood of
+    /// random names cannot lock legitimate new breakers out for good.
+    private func evictIdleBreaker() {
+        let now = clock.monotonicNow()
+        var candidate: (name: String, last: Instant)?
+        for (name, breaker) in breakers
+        where breakerConfigs[name] == nil && breaker.state == .closed && (outstandingByBreaker[name] ?? 0) == 0 {
+            let last = lastActivity[name] ?? .zero
+            guard now - last >= Self.breakerIdleEviction else { continue }
+            if candidate == nil || last < candidate!.last { candidate = (name, last) }
+        }
+        guard let victim = candidate?.name else { return }
+        breakers[victim] = nil
+        lastActivity[victim] = nil
+        metrics.forgetBreaker(victim)
+        logger.debug("evicted idle breaker", metadata: ["breaker": "\(victim)"])
     }
 
     private func status(of name: String, now: Instant) -> BreakerStatus? {

@@ -68,6 +68,11 @@ final class NodeMetrics: @unchecked Sendable {
         breakerStates[name] = gauges
     }
 
+    /// Drops the per-state gauges of a breaker that no longer exists.
+    func forgetBreaker(_ name: String) {
+        for gauge in (breakerStates.removeValue(forKey: name) ?? [:]).values { gauge.destroy() }
+    }
+
     func breakerTransition(_ name: String, _ transition: BreakerTransition) {
         Counter(
             label: "coordinator_breaker_transitions_total",

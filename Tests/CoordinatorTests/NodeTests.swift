@@ -258,4 +258,24 @@ struct NodeTests {
         }
         await node.shutdown()
     }
+
+    @Test("at the breaker cap, idle unconfigured breakers are evicted; configured ones never")
+    func breakerEviction() async throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let clock = TestClock()
+        let (node, _) = try await startNode(directory: directory, clock: clock) { $0.maxBreakers = 2 }
+        _ = try await node.configureBreaker(name: "configured", config: .default)
+        let permit = try await node.acquire(breaker: "random-1")
+        _ = try await node.record(breaker: "random-1", permitID: permit.permitID!, outcome: .success, durationMilliseconds: 1)
+        await #expect(throws: CoordinatorError.self) { _ = try await node.acquire(breaker: "random-2") }
+        clock.advance(milliseconds: 61_000)
+        #expect(try await node.acquire(breaker: "random-2").permitted)
+        #expect(await node.breakerStatus("random-1") == nil)
+        #expect(await node.breakerStatus("configured") != nil)
+        // random-2 holds a permit: not evictable, so a third name is refused even when idle.
+        clock.advance(milliseconds: 61_000)
+        await #expect(throws: CoordinatorError.self) { _ = try await node.acquire(breaker: "random-3") }
+        await node.shutdown()
+    }
 }

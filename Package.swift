@@ -93,7 +93,7 @@ let package = Package(
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["RedisClient", "PostgresClient"],
+            dependencies: ["RedisClient", "PostgresClient", "Coordinator", "CoordinatorCore"],
             swiftSettings: strict
         ),
         .testTarget(name: "CoordinatorCoreTests", dependencies: ["CoordinatorCore"], swiftSettings: strict),

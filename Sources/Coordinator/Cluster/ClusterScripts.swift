@@ -1,0 +1,262 @@
+/// The Lua scripts cluster mode runs in Redis. Each shared decision is one script: atomic, and
+/// timed by Redis `TIME` — never by a node's clock, so skewed nodes cannot skew limits or breakers.
+///
+/// Times inside scripts are microseconds (GCRA, sliding window) or milliseconds (breakers,
+/// membership) since the Unix epoch as Redis sees it; both fit exactly in Lua's doubles.
+public enum ClusterScripts {
+    /// GCRA over every limit of a policy, all-or-nothing.
+    ///
+    /// `KEYS[i]`: the TAT key of limit *i*. `ARGV[1]`: cost (≥ 0). `ARGV[2i]`: emission interval
+    /// T in µs (may be fractional), `ARGV[2i+1]`: tolerance burst·T in µs.
+    /// Returns `{allowed, binding (0-based), remaining, resetAfterUs, retryAfterUs (-1 = never), nowUs}`.
+    public static let gcra = #"""
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local cost = tonumber(ARGV[1])
+    local n = #KEYS
+    local tats = {}
+    local allowed = 1
+    local retry = 0
+    local binding = 0
+    for i = 1, n do
+      local T = tonumber(ARGV[2 * i])
+      local tau = tonumber(ARGV[2 * i + 1])
+      local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+      if tat < now then tat = now end
+      tats[i] = tat
+      local newTat = tat + cost * T
+      if newTat - now > tau then
+        local wait
+        if cost * T > tau then wait = -1 else wait = newTat - now - tau end
+        if allowed == 1 or wait == -1 or (retry ~= -1 and wait > retry) then
+          retry = wait
+          binding = i - 1
+        end
+        allowed = 0
+      end
+    end
+    if allowed == 0 then
+      local i = binding + 1
+      local T = tonumber(ARGV[2 * i])
+      local tau = tonumber(ARGV[2 * i + 1])
+      local remaining = math.floor((tau - (tats[i] - now)) / T)
+      if remaining < 0 then remaining = 0 end
+      return {0, binding, remaining, math.ceil(tats[i] - now), math.ceil(retry), now}
+    end
+    local best = -1
+    local bestRemaining = 0
+    local bestReset = 0
+    for i = 1, n do
+      local T = tonumber(ARGV[2 * i])
+      local tau = tonumber(ARGV[2 * i + 1])
+      local newTat = tats[i] + cost * T
+      if cost > 0 then
+        redis.call('SET', KEYS[i], string.format('%.0f', newTat), 'PX', math.ceil((newTat - now) / 1000) + 1)
+      end
+      local remaining = math.floor((tau - (newTat - now)) / T)
+      if remaining < 0 then remaining = 0 end
+      local reset = newTat - now
+      if best == -1 or remaining < bestRemaining or (remaining == bestRemaining and reset > bestReset) then
+        best = i - 1
+        bestRemaining = remaining
+        bestReset = reset
+      end
+    end
+    return {1, best, bestRemaining, math.ceil(bestReset), 0, now}
+    """#
+
+    /// Sliding-window counters over every limit of a policy, all-or-nothing.
+    ///
+    /// `KEYS[i]`: a hash (`w` window index, `cur`, `prev`) per limit. `ARGV[1]`: cost.
+    /// `ARGV[2i]`: rate, `ARGV[2i+1]`: period in µs.
+    /// Returns `{allowed, binding, remaining, resetAfterUs, retryAfterUs (-1 = never), nowUs}`.
+    public static let slidingWindow = #"""
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local cost = tonumber(ARGV[1])
+    local n = #KEYS
+    local state = {}
+    local allowed = 1
+    local retry = 0
+    local binding = 0
+    for i = 1, n do
+      local rate = tonumber(ARGV[2 * i])
+      local P = tonumber(ARGV[2 * i + 1])
+      local win = math.floor(now / P)
+      local h = redis.call('HMGET', KEYS[i], 'w', 'cur', 'prev')
+      local w = tonumber(h[1] or win)
+      local cur = tonumber(h[2] or 0)
+      local prev = tonumber(h[3] or 0)
+      if w == win - 1 then prev = cur; cur = 0
+      elseif w < win - 1 then prev = 0; cur = 0 end
+      local e = now - win * P
+      local estimate = prev * (P - e) / P + cur
+      state[i] = {win, cur, prev, estimate, rate, P, e}
+      if estimate + cost > rate then
+        local wait
+        if cost > rate then
+          wait = -1
+        else
+          local room = rate - cur - cost
+          if room >= 0 and prev > 0 then
+            wait = P * (1 - room / prev) - e
+          else
+            local need = 0
+            if cur > 0 then need = P * (1 - (rate - cost) / cur) end
+            if need < 0 then need = 0 end
+            wait = (P - e) + need
+          end
+          if wait < 0 then wait = 0 end
+        end
+        if allowed == 1 or wait == -1 or (retry ~= -1 and wait > retry) then
+          retry = wait
+          binding = i - 1
+        end
+        allowed = 0
+      end
+    end
+    local function remainingOf(s, extra)
+      local r = math.floor(s[5] - s[4] - extra)
+      if r < 0 then r = 0 end
+      return r
+    end
+    local function resetOf(s, extra)
+      if s[2] + extra > 0 then return (s[6] - s[7]) + s[6] end
+      if s[3] > 0 then return s[6] - s[7] end
+      return 0
+    end
+    if allowed == 0 then
+      local s = state[binding + 1]
+      return {0, binding, remainingOf(s, 0), math.ceil(resetOf(s, 0)), math.ceil(retry), now}
+    end
+    local best = -1
+    local bestRemaining = 0
+    local bestReset = 0
+    for i = 1, n do
+      local s = state[i]
+      if cost > 0 then
+        redis.call('HSET', KEYS[i], 'w', s[1], 'cur', s[2] + cost, 'prev', s[3])
+        redis.call('PEXPIRE', KEYS[i], math.ceil(2 * s[6] / 1000) + 1)
+      end
+      local remaining = remainingOf(s, cost)
+      local reset = resetOf(s, cost)
+      if best == -1 or remaining < bestRemaining or (remaining == bestRemaining and reset > bestReset) then
+        best = i - 1
+        bestRemaining = remaining
+        bestReset = reset
+      end
+    end
+    return {1, best, bestRemaining, math.ceil(bestReset), 0, now}
+    """#
+
+    /// Compare-and-set of a shared breaker's authoritative state, and its announcement, in one step.
+    ///
+    /// `KEYS[1]`: the breaker's state hash. `ARGV`: expected version, new state, open wait in ms
+    /// (0 unless the new state is open), reason, origin node, channel, message to publish (signed by
+    /// the origin; it names the new version, expected + 1).
+    /// Returns `{applied (0/1), version, state, openUntilMs, sinceMs, nowMs}` — on a failed compare,
+    /// the state that is there, so the caller adopts it instead.
+    public static let breakerTransition = #"""
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local h = redis.call('HMGET', KEYS[1], 'version', 'state', 'openUntil', 'since')
+    local version = tonumber(h[1] or 0)
+    if version ~= tonumber(ARGV[1]) then
+      return {0, version, h[2] or 'closed', tonumber(h[3] or 0), tonumber(h[4] or 0), now}
+    end
+    local openUntil = 0
+    if ARGV[2] == 'open' then openUntil = now + tonumber(ARGV[3]) end
+    version = version + 1
+    redis.call('HSET', KEYS[1], 'version', version, 'state', ARGV[2], 'openUntil', openUntil,
+      'reason', ARGV[4], 'origin', ARGV[5], 'since', now)
+    redis.call('PUBLISH', ARGV[6], ARGV[7])
+    return {1, version, ARGV[2], openUntil, now, now}
+    """#
+
+    /// Reads a shared breaker's state with Redis's time: `{version, state, openUntilMs, sinceMs, nowMs}`.
+    public static let breakerSnapshot = #"""
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local h = redis.call('HMGET', KEYS[1], 'version', 'state', 'openUntil', 'since')
+    return {tonumber(h[1] or 0), h[2] or 'closed', tonumber(h[3] or 0), tonumber(h[4] or 0), now}
+    """#
+
+    /// A trip vote for `quorum(n)` sharing: records this node's vote, forgets votes older than the
+    /// window, and says how many distinct nodes voted within it.
+    ///
+    /// `KEYS[1]`: the votes sorted set. `ARGV`: node id, window in ms.
+    /// Returns `{distinctVoters, nowMs}`.
+    public static let tripVote = #"""
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local window = tonumber(ARGV[2])
+    redis.call('ZADD', KEYS[1], now, ARGV[1])
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+    redis.call('PEXPIRE', KEYS[1], window + 1000)
+    return {redis.call('ZCARD', KEYS[1]), now}
+    """#
+
+    /// One half-open probe lease for the whole cluster: tries slots 1…n with `SET NX PX`.
+    ///
+    /// `KEYS[1]`: lease key prefix. `ARGV`: slots n, lease ms, holder (node + permit id).
+    /// Returns the slot taken (1…n), or 0 when every slot is leased.
+    public static let probeLease = #"""
+    local n = tonumber(ARGV[1])
+    for i = 1, n do
+      if redis.call('SET', KEYS[1] .. ':' .. i, ARGV[3], 'NX', 'PX', tonumber(ARGV[2])) then
+        return i
+      end
+    end
+    return 0
+    """#
+
+    /// Releases a probe lease only if `holder` still holds it. `KEYS[1]`: the slot key; `ARGV[1]`: holder.
+    public static let probeRelease = #"""
+    if redis.call('GET', KEYS[1]) == ARGV[1] then
+      return redis.call('DEL', KEYS[1])
+    end
+    return 0
+    """#
+
+    /// Membership heartbeat: records this node with Redis's time, forgets members silent for longer
+    /// than the liveness window, and returns the live set.
+    ///
+    /// `KEYS[1]`: members sorted set. `ARGV`: node id, liveness window in ms.
+    /// Returns `{nowMs, node1, lastSeenMs1, node2, lastSeenMs2, …}`.
+    public static let heartbeat = #"""
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local window = tonumber(ARGV[2])
+    if ARGV[1] ~= '' then redis.call('ZADD', KEYS[1], now, ARGV[1]) end
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+    local live = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+    local out = {now}
+    for i = 1, #live do out[#out + 1] = live[i] end
+    return out
+    """#
+}
+
+/// Names of the Redis keys and channels of one cluster. Every key carries a hash tag, so the keys
+/// one script touches live in one slot.
+public struct ClusterKeys: Sendable, Equatable {
+    public let cluster: String
+
+    public init(cluster: String) {
+        self.cluster = cluster
+    }
+
+    /// Pub/sub channel of the cluster's bus.
+    public var busChannel: String { "coord:\(cluster):bus" }
+    /// Sorted set of members by last heartbeat.
+    public var members: String { "coord:\(cluster):members" }
+    /// TAT (GCRA) or counter hash (sliding window) of limit `index` of `policy` for `key`.
+    public func limit(policy: String, key: String, index: Int) -> String { "coord:\(cluster):rl:{\(policy):\(key)}:\(index)" }
+    /// Authoritative state hash of breaker `name`.
+    public func breakerState(_ name: String) -> String { "coord:\(cluster):br:{\(name)}:state" }
+    /// Trip votes of breaker `name` (quorum sharing).
+    public func breakerVotes(_ name: String) -> String { "coord:\(cluster):br:{\(name)}:votes" }
+    /// Prefix of the half-open probe lease slots of breaker `name`.
+    public func breakerProbes(_ name: String) -> String { "coord:\(cluster):br:{\(name)}:probe" }
+    /// Per-node window counters of breaker `name` (aggregate sharing).
+    public func breakerCounters(_ name: String) -> String { "coord:\(cluster):br:{\(name)}:agg" }
+}

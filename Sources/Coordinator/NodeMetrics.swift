@@ -6,12 +6,9 @@ import Metrics
 final class NodeMetrics: @unchecked Sendable {
     // @unchecked Sendable: the caches below are only touched from the owning `CoordinatorNode`
     // actor's executor; the metric handles themselves are thread-safe.
-    private var limiterDecisions: [String: Counter] = [:]
-    private var breakerCalls: [String: Counter] = [:]
-    private var breakerOutcomes: [String: Counter] = [:]
+    /// Counters by label set, created on first use.
+    private var counters: [String: Counter] = [:]
     private var breakerStates: [String: [BreakerState: Gauge]] = [:]
-    private var tokenResults: [String: Counter] = [:]
-    private var admits: [String: Counter] = [:]
     private let cacheHits = Counter(label: "coordinator_token_cache_hits_total")
     private let cacheMisses = Counter(label: "coordinator_token_cache_misses_total")
     private let cacheEntries = Gauge(label: "coordinator_token_cache_entries")
@@ -20,41 +17,35 @@ final class NodeMetrics: @unchecked Sendable {
     private let limiterKeyGauge = Gauge(label: "coordinator_limiter_keys")
     private let limiterSwept = Counter(label: "coordinator_limiter_keys_swept_total")
 
-    func limiterDecision(policy: String, result: String) {
-        let key = policy + "\u{0}" + result
-        if let counter = limiterDecisions[key] {
+    /// Increments the counter `label` with `dimensions`, creating and caching its handle once.
+    private func increment(_ label: String, _ dimensions: [(String, String)]) {
+        var key = label
+        for (name, value) in dimensions {
+            key += "\u{0}" + name + "=" + value
+        }
+        if let counter = counters[key] {
             counter.increment()
         } else {
-            let counter = Counter(label: "coordinator_limiter_decisions_total", dimensions: [("policy", policy), ("result", result)])
-            limiterDecisions[key] = counter
+            let counter = Counter(label: label, dimensions: dimensions)
+            counters[key] = counter
             counter.increment()
         }
+    }
+
+    func limiterDecision(policy: String, result: String) {
+        increment("coordinator_limiter_decisions_total", [("policy", policy), ("result", result)])
     }
 
     func breakerCall(_ name: String, result: String) {
-        let key = name + "\u{0}" + result
-        if let counter = breakerCalls[key] {
-            counter.increment()
-        } else {
-            let counter = Counter(label: "coordinator_breaker_calls_total", dimensions: [("breaker", name), ("result", result)])
-            breakerCalls[key] = counter
-            counter.increment()
-        }
+        increment("coordinator_breaker_calls_total", [("breaker", name), ("result", result)])
     }
 
     func breakerOutcome(_ name: String, outcome: CallOutcome) {
-        let key = name + "\u{0}" + outcome.rawValue
-        if let counter = breakerOutcomes[key] {
-            counter.increment()
-        } else {
-            let counter = Counter(label: "coordinator_breaker_outcomes_total", dimensions: [("breaker", name), ("outcome", outcome.rawValue)])
-            breakerOutcomes[key] = counter
-            counter.increment()
-        }
+        increment("coordinator_breaker_outcomes_total", [("breaker", name), ("outcome", outcome.rawValue)])
     }
 
     func permitExpired(_ name: String) {
-        Counter(label: "coordinator_breaker_permits_expired_total", dimensions: [("breaker", name)]).increment()
+        increment("coordinator_breaker_permits_expired_total", [("breaker", name)])
     }
 
     /// One gauge per state, 1 for the current state and 0 for the others.
@@ -74,31 +65,19 @@ final class NodeMetrics: @unchecked Sendable {
     }
 
     func breakerTransition(_ name: String, _ transition: BreakerTransition) {
-        Counter(
-            label: "coordinator_breaker_transitions_total",
-            dimensions: [("breaker", name), ("from", transition.from.rawValue), ("to", transition.to.rawValue), ("reason", transition.reason.rawValue)]
-        ).increment()
+        increment(
+            "coordinator_breaker_transitions_total",
+            [("breaker", name), ("from", transition.from.rawValue), ("to", transition.to.rawValue), ("reason", transition.reason.rawValue)]
+        )
         breakerState(name, state: transition.to)
     }
 
     func tokenVerification(_ result: String) {
-        if let counter = tokenResults[result] {
-            counter.increment()
-        } else {
-            let counter = Counter(label: "coordinator_token_verifications_total", dimensions: [("result", result)])
-            tokenResults[result] = counter
-            counter.increment()
-        }
+        increment("coordinator_token_verifications_total", [("result", result)])
     }
 
     func admit(_ result: String) {
-        if let counter = admits[result] {
-            counter.increment()
-        } else {
-            let counter = Counter(label: "coordinator_admit_total", dimensions: [("result", result)])
-            admits[result] = counter
-            counter.increment()
-        }
+        increment("coordinator_admit_total", [("result", result)])
     }
 
     func cacheLookup(hit: Bool) {

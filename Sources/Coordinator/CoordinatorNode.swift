@@ -521,13 +521,13 @@ public actor CoordinatorNode {
         if let breaker, !ResourceName.isValid(breaker) {
             throw CoordinatorError(.invalidName, "breaker names must match [A-Za-z0-9._:-]{1,128}")
         }
-        let verification = try await verifyToken(secret)
-        guard case .valid(let token) = verification else {
-            if case .invalid(let reason) = verification {
-                metrics.admit("token")
-                return AdmitResult(allowed: false, refusedBy: .token, tokenRefusal: reason)
-            }
-            fatalError("unreachable")
+        let token: TokenRecord
+        switch try await verifyToken(secret) {
+        case .valid(let record):
+            token = record
+        case .invalid(let reason):
+            metrics.admit("token")
+            return AdmitResult(allowed: false, refusedBy: .token, tokenRefusal: reason)
         }
         // No suspension point from here on: the breaker permit and the limiter decision are one step.
         var acquisition: BreakerAcquireResult?

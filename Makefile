@@ -42,7 +42,7 @@ test: build-tests
 	source "$(TESTENV_DIR)/env"; \
 	export COORDINATOR_TEST_BINARY="$$($(SWIFT) build --show-bin-path)/coordinator"; \
 	$(SWIFT) test --skip-build 2>&1 | tee "$(TESTENV_DIR).log"; status=$$?; \
-	if grep -Eq "skipped|with [1-9][0-9]* tests? skipped" "$(TESTENV_DIR).log"; then \
+	if grep -Eq "Test .* skipped[.:]|with [1-9][0-9]* tests? skipped" "$(TESTENV_DIR).log"; then \
 	  echo "error: a test was skipped; in make test every test must run"; status=1; fi; \
 	rm -f "$(TESTENV_DIR).log"; \
 	exit $$status

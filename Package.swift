@@ -51,6 +51,7 @@ let package = Package(
             dependencies: [
                 "CoordinatorCore",
                 "SQLiteClient",
+                "RedisClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -93,7 +94,10 @@ let package = Package(
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["RedisClient", "PostgresClient", "Coordinator", "CoordinatorCore"],
+            dependencies: [
+                "RedisClient", "PostgresClient", "Coordinator", "CoordinatorCore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(name: "CoordinatorCoreTests", dependencies: ["CoordinatorCore"], swiftSettings: strict),

@@ -46,6 +46,24 @@ public struct NodeConfiguration: Sendable, Equatable {
     /// Log level: trace, debug, info, notice, warning, error, critical.
     public var logLevel: String = "info"
 
+    // MARK: Cluster mode (on when `redisURL` is set)
+
+    /// `redis://[user:password@]host:port/db`; `nil` keeps the node in pilot mode.
+    public var redisURL: String?
+    /// Name of the cluster: nodes with the same Redis and name share state; others never mix.
+    public var clusterName: String = "coordinator"
+    /// Shared secret that signs bus messages (HMAC-SHA256); required in cluster mode.
+    public var clusterSecret: String?
+    /// What limits do while Redis is unreachable.
+    public var onSharedStateLoss: SharedStateLossMode = .localShare
+    /// Deadline of a hot-path Redis call, in milliseconds.
+    public var redisDeadlineMilliseconds: Int64 = 50
+    /// Heartbeat period, in milliseconds; a member silent for 3 periods leaves the live set.
+    public var heartbeatIntervalMilliseconds: Int64 = 1_000
+
+    /// Whether the node runs in cluster mode.
+    public var isClusterMode: Bool { redisURL != nil }
+
     public init() {}
 
     /// Rules a configuration built in code (not through `ConfigurationLoader`) can still break.
@@ -61,6 +79,10 @@ public struct NodeConfiguration: Sendable, Equatable {
         if tokenCacheTTLMilliseconds < 1 || negativeCacheTTLMilliseconds < 1 { problems.append("cache TTLs must be at least 1 ms") }
         if maintenanceIntervalMilliseconds < 10 { problems.append("maintenanceIntervalMilliseconds must be at least 10") }
         if let nodeID, !ResourceName.isValid(nodeID) { problems.append("nodeID must match [A-Za-z0-9._:-]{1,128}") }
+        if redisURL != nil, (clusterSecret?.utf8.count ?? 0) < 16 { problems.append("cluster mode needs clusterSecret of at least 16 characters") }
+        if !ResourceName.isValid(clusterName) { problems.append("clusterName must match [A-Za-z0-9._:-]{1,128}") }
+        if redisDeadlineMilliseconds < 1 { problems.append("redisDeadlineMilliseconds must be at least 1") }
+        if heartbeatIntervalMilliseconds < 100 { problems.append("heartbeatIntervalMilliseconds must be at least 100") }
         for (name, policy) in policies.sorted(by: { $0.key < $1.key }) {
             if !ResourceName.isValid(name) { problems.append("policy name \(name) must match [A-Za-z0-9._:-]{1,128}") }
             if let problem = policy.validate().first { problems.append("policies.\(name).\(problem.key): \(problem.reason)") }
@@ -153,6 +175,12 @@ public enum ConfigurationLoader {
         .init(path: "tokenCache.negativeTtlMs", kind: .integer(1...3_600_000), help: "How long an unknown secret stays cached."),
         .init(path: "maintenanceIntervalMs", kind: .integer(10...60_000), help: "Timer period: permit expiry, half-open timeouts, limiter sweep."),
         .init(path: "log.level", kind: .choice(["trace", "debug", "info", "notice", "warning", "error", "critical"]), help: "Log level."),
+        .init(path: "redisUrl", kind: .string, help: "Redis URL; turns cluster mode on."),
+        .init(path: "clusterName", kind: .string, help: "Cluster name (nodes with the same Redis and name share state)."),
+        .init(path: "clusterSecret", kind: .string, help: "Secret that signs bus messages; required in cluster mode."),
+        .init(path: "onSharedStateLoss", kind: .choice(SharedStateLossMode.allCases.map(\.rawValue)), help: "Limits while Redis is unreachable."),
+        .init(path: "redisDeadlineMs", kind: .integer(1...10_000), help: "Deadline of a hot-path Redis call."),
+        .init(path: "heartbeatIntervalMs", kind: .integer(100...60_000), help: "Membership heartbeat period."),
     ]
 
     /// Command-line overrides, applied last.
@@ -160,10 +188,21 @@ public enum ConfigurationLoader {
         public var host: String?
         public var port: Int?
         public var dataDirectory: String?
-        public init(host: String? = nil, port: Int? = nil, dataDirectory: String? = nil) {
+        public var redisURL: String?
+        public var clusterName: String?
+        public var clusterSecret: String?
+        public var nodeID: String?
+        public init(
+            host: String? = nil, port: Int? = nil, dataDirectory: String? = nil, redisURL: String? = nil,
+            clusterName: String? = nil, clusterSecret: String? = nil, nodeID: String? = nil
+        ) {
             self.host = host
             self.port = port
             self.dataDirectory = dataDirectory
+            self.redisURL = redisURL
+            self.clusterName = clusterName
+            self.clusterSecret = clusterSecret
+            self.nodeID = nodeID
         }
     }
 
@@ -205,6 +244,10 @@ public enum ConfigurationLoader {
         if let host = flags.host { values["server.host"] = (host, "flag --host") }
         if let port = flags.port { values["server.port"] = (port, "flag --port") }
         if let dir = flags.dataDirectory { values["dataDir"] = (dir, "flag --data-dir") }
+        if let url = flags.redisURL { values["redisUrl"] = (url, "flag --redis-url") }
+        if let name = flags.clusterName { values["clusterName"] = (name, "flag --cluster-name") }
+        if let secret = flags.clusterSecret { values["clusterSecret"] = (secret, "flag --cluster-secret") }
+        if let node = flags.nodeID { values["nodeId"] = (node, "flag --node-id") }
 
         var configuration = NodeConfiguration()
         for key in keys {
@@ -277,6 +320,21 @@ public enum ConfigurationLoader {
                     throw ConfigurationError(key: key.path, reason: "must be at least 16 characters", source: source)
                 }
                 configuration.adminToken = text
+            case "redisUrl":
+                guard text.hasPrefix("redis://") else {
+                    throw ConfigurationError(key: key.path, reason: "must look like redis://[user:password@]host:port/db", source: source)
+                }
+                configuration.redisURL = text
+            case "clusterName":
+                guard ResourceName.isValid(text) else {
+                    throw ConfigurationError(key: key.path, reason: "must match [A-Za-z0-9._:-]{1,128}", source: source)
+                }
+                configuration.clusterName = text
+            case "clusterSecret":
+                guard text.utf8.count >= 16 else {
+                    throw ConfigurationError(key: key.path, reason: "must be at least 16 characters", source: source)
+                }
+                configuration.clusterSecret = text
             case "limits.defaultPolicy":
                 guard ResourceName.isValid(text) else {
                     throw ConfigurationError(key: key.path, reason: "must match [A-Za-z0-9._:-]{1,128}", source: source)
@@ -302,6 +360,8 @@ public enum ConfigurationLoader {
             case "tokenCache.negativeCapacity": configuration.negativeCacheCapacity = Int(number)
             case "tokenCache.negativeTtlMs": configuration.negativeCacheTTLMilliseconds = number
             case "maintenanceIntervalMs": configuration.maintenanceIntervalMilliseconds = number
+            case "redisDeadlineMs": configuration.redisDeadlineMilliseconds = number
+            case "heartbeatIntervalMs": configuration.heartbeatIntervalMilliseconds = number
             default: break
             }
         case .choice(let choices):
@@ -311,6 +371,7 @@ public enum ConfigurationLoader {
             switch key.path {
             case "sqlite.synchronous": configuration.sqliteSynchronous = SQLiteSynchronous(rawValue: text)!
             case "log.level": configuration.logLevel = text
+            case "onSharedStateLoss": configuration.onSharedStateLoss = SharedStateLossMode(rawValue: text)!
             default: break
             }
         case .object:
@@ -336,7 +397,8 @@ public enum ConfigurationLoader {
                     }
                     policies[name] = policy
                 }
-                configuration.policies = policies
+                // The built-in `default` policy stays unless the file defines its own.
+                configuration.policies = ["default": LimitPolicy.pilotDefault].merging(policies) { $1 }
             case "breakers.default":
                 let config: BreakerConfig = try decodeJSON(data, key: key.path, source: source)
                 if let problem = config.validate().first {
@@ -361,6 +423,11 @@ public enum ConfigurationLoader {
     }
 
     private static func validate(_ configuration: NodeConfiguration) throws(ConfigurationError) {
+        if configuration.redisURL != nil, configuration.clusterSecret == nil {
+            throw ConfigurationError(
+                key: "clusterSecret", reason: "cluster mode (redisUrl is set) needs a shared secret of at least 16 characters to sign bus messages",
+                source: "COORDINATOR_CLUSTER_SECRET or --cluster-secret")
+        }
         if configuration.policies[configuration.defaultPolicyName] == nil, configuration.defaultPolicyName != "default" {
             // A default policy that the config does not define must already be in the store; the node
             // checks that at start. Nothing to refuse here.

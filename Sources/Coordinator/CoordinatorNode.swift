@@ -36,6 +36,23 @@ public actor CoordinatorNode {
     private var unknownSecrets: LRUCache<[UInt8], Bool>
     private var shuttingDown = false
     private var draining = false
+
+    // Cluster mode (nil link: pilot mode).
+    /// The link to the cluster's Redis, when a Redis URL is configured.
+    public nonisolated let cluster: ClusterLink?
+    private var membership: MembershipView
+    private var sharedHealth = SharedStateHealth()
+    private var sharedDegradedSinceWall: Int64?
+    private var sharedDegradedReason = ""
+    /// Local-share limiters used while Redis is lost, built from the shared policies.
+    private var degradedLimiters: [String: RateLimiter] = [:]
+    /// Keys known to be over their shared limit, refused locally until their retry-after.
+    private var refusals: [String: LocalRefusalCache] = [:]
+    private var lastRedisNowMs: Int64 = 0
+    private var heardFromRedis = false
+    /// Member count persisted at the last membership change: the share divisor when Redis is
+    /// unreachable before this process ever heard from it.
+    private var lastKnownMembers = 1
     /// Bumped by every revocation, so a verification that read the store before a revocation
     /// finished does not put the stale record back into the cache.
     private var revocationEpoch: UInt64 = 0
@@ -53,6 +70,7 @@ public actor CoordinatorNode {
     enum SettingKey {
         static let nodeID = "node_id"
         static let adminTokenSHA256 = "admin_token_sha256"
+        static let lastKnownMembers = "cluster_last_known_members"
         static func breakerState(_ name: String) -> String { "breaker_state:\(name)" }
     }
 
@@ -112,12 +130,27 @@ public actor CoordinatorNode {
             generated = token
         }
 
+        var link: ClusterLink?
+        if let url = configuration.redisURL {
+            do {
+                link = try ClusterLink(
+                    url: url, cluster: configuration.clusterName, nodeID: nodeID,
+                    deadline: .milliseconds(configuration.redisDeadlineMilliseconds))
+            } catch {
+                throw CoordinatorError(.invalidRequest, "invalid configuration: redisUrl: \(error)")
+            }
+        }
         let node = CoordinatorNode(
             nodeID: nodeID, configuration: configuration, store: store, clock: clock, logger: logger,
             adminTokenHash: adminHash,
-            storeStatus: BackendStatus(role: "store", kind: storeKind, status: "ok", detail: storeDetail, sinceMilliseconds: clock.wallMilliseconds())
+            storeStatus: BackendStatus(role: "store", kind: storeKind, status: "ok", detail: storeDetail, sinceMilliseconds: clock.wallMilliseconds()),
+            cluster: link
         )
         try await node.loadState()
+        if link != nil {
+            await node.loadLastKnownMembers()
+            await node.heartbeatOnce()
+        }
         if generated != nil {
             // Stored only once the node is sure to start, so the printed token is never lost.
             try await store.setSetting(SettingKey.adminTokenSHA256, value: Secrets.hex(adminHash))
@@ -127,8 +160,10 @@ public actor CoordinatorNode {
 
     init(
         nodeID: String, configuration: NodeConfiguration, store: any CoordinatorStore, clock: any NodeClock,
-        logger: Logger, adminTokenHash: [UInt8], storeStatus: BackendStatus
+        logger: Logger, adminTokenHash: [UInt8], storeStatus: BackendStatus, cluster: ClusterLink? = nil
     ) {
+        self.cluster = cluster
+        self.membership = MembershipView(livenessWindowMs: 3 * configuration.heartbeatIntervalMilliseconds)
         self.nodeID = nodeID
         self.configuration = configuration
         self.store = store
@@ -209,7 +244,7 @@ public actor CoordinatorNode {
     // MARK: Rate limits
 
     /// Checks and consumes `cost` from `key` under `policy`, all-or-nothing across its limits.
-    public func checkLimit(policy name: String, key: String, cost: Int) throws(CoordinatorError) -> LimitCheckResult {
+    public func checkLimit(policy name: String, key: String, cost: Int) async throws(CoordinatorError) -> LimitCheckResult {
         try ensureRunning()
         guard ResourceName.isValid(name) else { throw CoordinatorError(.invalidName, "policy names must match [A-Za-z0-9._:-]{1,128}") }
         guard RateLimitKey.isValid(key) else {
@@ -220,6 +255,10 @@ public actor CoordinatorNode {
             throw CoordinatorError(.unknownPolicy, "no policy named \"\(name)\"")
         }
         let now = clock.monotonicNow()
+        if let cluster {
+            let decision = await sharedDecision(cluster, policyName: name, policy: policy, key: key, cost: cost, now: now)
+            return try finish(policyName: name, policy: policy, cost: cost, decision: decision)
+        }
         if limiters[name]!.keyCount >= configuration.maxLimiterKeys, !limiters[name]!.hasState(forKey: key) {
             // Full: reclaim keys back at their initial state (at most once a second), then refuse.
             if now - (lastFullSweep[name] ?? .zero) >= .seconds(1) {
@@ -232,6 +271,10 @@ public actor CoordinatorNode {
             }
         }
         let decision = limiters[name]!.check(key: key, cost: cost, now: now)
+        return try finish(policyName: name, policy: policy, cost: cost, decision: decision)
+    }
+
+    private func finish(policyName name: String, policy: LimitPolicy, cost: Int, decision: RateDecision) throws(CoordinatorError) -> LimitCheckResult {
         if !decision.allowed && decision.retryAfter == nil {
             metrics.limiterDecision(policy: name, result: "impossible")
             throw CoordinatorError(.costExceedsCapacity, "cost \(cost) exceeds the capacity \(decision.limit) of policy \"\(name)\"; it can never be allowed")
@@ -253,6 +296,8 @@ public actor CoordinatorNode {
         }
         try await storeCall { try await $0.putDocument(kind: .limitPolicy, name: name, json: try Self.encode(policy), updatedAt: self.clock.wallMilliseconds()) }
         policies[name] = policy
+        degradedLimiters[name] = nil
+        refusals[name] = nil
         if limiters[name] != nil {
             limiters[name]!.replacePolicy(policy)
         } else {
@@ -260,6 +305,127 @@ public actor CoordinatorNode {
         }
         await auditInternal(action: "policy.put", resource: "policy:\(name)", actor: actor, detail: ["algorithm": policy.algorithm.rawValue, "limits": "\(policy.limits.count)"])
         return policy
+    }
+
+    // MARK: Shared limits (cluster mode)
+
+    /// One decision in cluster mode: a key known to be over its limit is refused locally; otherwise
+    /// one script in Redis decides, bounded by the Redis deadline. When Redis fails the node goes
+    /// degraded at once and decides this call (and the following ones) by `onSharedStateLoss`.
+    private func sharedDecision(_ cluster: ClusterLink, policyName: String, policy: LimitPolicy, key: String, cost: Int, now: Instant) async -> RateDecision {
+        if sharedHealth.isDegraded {
+            return degradedDecision(policyName: policyName, policy: policy, key: key, cost: cost, now: now)
+        }
+        if cost > 0, let refused = refusals[policyName]?.refusal(key: key, now: now) {
+            metrics.limiterDecision(policy: policyName, result: "refused_locally")
+            return refused
+        }
+        do {
+            let decision = try await cluster.check(policyName: policyName, policy: policy, key: key, cost: cost)
+            noteSharedSuccess()
+            if !decision.allowed, decision.retryAfter != nil, cost > 0 {
+                refusals[policyName, default: LocalRefusalCache(capacity: 100_000)].remember(key: key, decision: decision, now: clock.monotonicNow())
+            }
+            return decision
+        } catch {
+            noteSharedFailure(error)
+            return degradedDecision(policyName: policyName, policy: policy, key: key, cost: cost, now: clock.monotonicNow())
+        }
+    }
+
+    private func degradedDecision(policyName: String, policy: LimitPolicy, key: String, cost: Int, now: Instant) -> RateDecision {
+        switch configuration.onSharedStateLoss.limiterDecision(shareDivisor: shareDivisor()) {
+        case .enforceLocalShare(let members):
+            if degradedLimiters[policyName] == nil {
+                degradedLimiters[policyName] = RateLimiter(policy: policy.localShare(members: members))
+            }
+            metrics.limiterDecision(policy: policyName, result: "local_share")
+            return degradedLimiters[policyName]!.check(key: key, cost: cost, now: now)
+        case .allow:
+            return DegradedLimitDecision.allowedDecision(policy: policy)
+        case .deny:
+            return DegradedLimitDecision.deniedDecision(policy: policy, retryAfter: .milliseconds(configuration.heartbeatIntervalMilliseconds))
+        }
+    }
+
+    /// The member count limits are divided by while degraded: the live count frozen at the moment
+    /// of loss, or — if this process never heard from Redis — the count persisted last time.
+    private func shareDivisor() -> Int {
+        heardFromRedis ? membership.shareDivisor(atRedisMs: lastRedisNowMs) : max(1, lastKnownMembers)
+    }
+
+    private func noteSharedSuccess() {
+        if case .recovered(_, let duration) = sharedHealth.recordSuccess(now: clock.monotonicNow()) {
+            membership.unfreeze()
+            degradedLimiters = [:]
+            sharedDegradedSinceWall = nil
+            metrics.sharedStateDegraded(false)
+            logger.notice("shared state recovered: limits are cluster-wide again", metadata: ["degradedForMs": "\(duration.nanoseconds / 1_000_000)"])
+        }
+    }
+
+    private func noteSharedFailure(_ error: any Error) {
+        if case .degraded(let reason, _) = sharedHealth.recordFailure("\(error)", now: clock.monotonicNow()) {
+            if heardFromRedis { membership.freeze(atRedisMs: lastRedisNowMs) }
+            degradedLimiters = [:]
+            refusals = [:]
+            sharedDegradedSinceWall = clock.wallMilliseconds()
+            sharedDegradedReason = reason
+            metrics.sharedStateDegraded(true)
+            logger.warning(
+                "shared state lost: limits run in degraded local mode",
+                metadata: ["reason": "\(reason)", "mode": "\(configuration.onSharedStateLoss.rawValue)", "shareDivisor": "\(shareDivisor())"]
+            )
+        }
+    }
+
+    /// One membership heartbeat (the `ClusterService` calls it every `heartbeatIntervalMs`): records
+    /// this node, learns the live set with Redis's time, and notices loss and recovery of Redis.
+    public func heartbeatOnce() async {
+        guard let cluster, !shuttingDown else { return }
+        do {
+            let (now, members) = try await cluster.heartbeat(livenessWindowMs: membership.livenessWindowMs, announce: !draining)
+            applyHeartbeat(nowMs: now, members: members)
+            noteSharedSuccess()
+        } catch {
+            noteSharedFailure(error)
+        }
+    }
+
+    private func applyHeartbeat(nowMs: Int64, members: [(String, Int64)]) {
+        lastRedisNowMs = max(lastRedisNowMs, nowMs)
+        heardFromRedis = true
+        let present = Set(members.map(\.0))
+        for (node, seen) in members {
+            membership.heartbeat(nodeID: node, redisTimeMs: seen, incarnation: 0)
+        }
+        for node in membership.live(atRedisMs: nowMs) where !present.contains(node) {
+            membership.leave(nodeID: node, redisTimeMs: nowMs)
+        }
+        let events = membership.reconcile(atRedisMs: nowMs)
+        for event in events {
+            logger.notice("membership change", metadata: ["event": "\(event)"])
+        }
+        let live = membership.liveCount(atRedisMs: nowMs)
+        metrics.liveMembers(live)
+        if !events.isEmpty, live != lastKnownMembers {
+            lastKnownMembers = live
+            let store = self.store
+            Task { try? await store.setSetting(SettingKey.lastKnownMembers, value: String(live)) }
+        }
+    }
+
+    func loadLastKnownMembers() async {
+        if let text = try? await store.setting(SettingKey.lastKnownMembers), let count = Int(text), count > 0 {
+            lastKnownMembers = count
+        }
+    }
+
+    /// Leaves the live set at once and closes the Redis link (graceful shutdown).
+    public func leaveCluster() async {
+        guard let cluster else { return }
+        await cluster.leave()
+        await cluster.close()
     }
 
     // MARK: Breakers
@@ -541,7 +707,7 @@ public actor CoordinatorNode {
         }
         let limit: LimitCheckResult
         do {
-            limit = try checkLimit(policy: token.policy, key: token.id, cost: cost)
+            limit = try await checkLimit(policy: token.policy, key: token.id, cost: cost)
         } catch {
             if let permitID = acquisition?.permitID, let breaker { releasePermit(breaker: breaker, permitID: permitID) }
             throw error
@@ -621,13 +787,41 @@ public actor CoordinatorNode {
 
     /// What `/v1/cluster` reports.
     public func clusterInfo() -> ClusterInfo {
-        ClusterInfo(
-            nodeID: nodeID, mode: "pilot", version: CoordinatorVersion.string, startedAtMilliseconds: startedAt,
-            backends: [
-                storeStatus,
-                BackendStatus(role: "sharedState", kind: "memory", status: "ok", detail: "single node: limiter and breaker state in this process", sinceMilliseconds: startedAt),
-                BackendStatus(role: "tokenCache", kind: "memory", status: "ok", detail: "LRU \(tokenCache.count)/\(configuration.tokenCacheCapacity)", sinceMilliseconds: startedAt),
-            ]
+        let tokenCacheStatus = BackendStatus(
+            role: "tokenCache", kind: "memory", status: "ok", detail: "LRU \(tokenCache.count)/\(configuration.tokenCacheCapacity)", sinceMilliseconds: startedAt)
+        guard let cluster else {
+            return ClusterInfo(
+                nodeID: nodeID, mode: "pilot", version: CoordinatorVersion.string, startedAtMilliseconds: startedAt,
+                backends: [
+                    storeStatus,
+                    BackendStatus(role: "sharedState", kind: "memory", status: "ok", detail: "single node: limiter and breaker state in this process", sinceMilliseconds: startedAt),
+                    tokenCacheStatus,
+                ],
+                members: [ClusterMember(nodeID: nodeID, isSelf: true, heartbeatAgeMilliseconds: 0)],
+                degraded: []
+            )
+        }
+        let shared: BackendStatus
+        var degraded: [DegradedFeature] = []
+        if let since = sharedDegradedSinceWall {
+            shared = BackendStatus(role: "sharedState", kind: "redis", status: "degraded", detail: sharedDegradedReason, sinceMilliseconds: since)
+            degraded.append(DegradedFeature(
+                feature: "limits", mode: configuration.onSharedStateLoss.rawValue, sinceMilliseconds: since,
+                reason: sharedDegradedReason, shareDivisor: shareDivisor()))
+        } else {
+            shared = BackendStatus(
+                role: "sharedState", kind: "redis", status: "ok", detail: "cluster \(cluster.keys.cluster): limits decided in Redis",
+                sinceMilliseconds: startedAt)
+        }
+        var members = membership.statuses(atRedisMs: lastRedisNowMs).filter(\.isLive).map {
+            ClusterMember(nodeID: $0.nodeID, isSelf: $0.nodeID == nodeID, heartbeatAgeMilliseconds: $0.heartbeatAgeMs)
+        }
+        if !members.contains(where: \.isSelf) {
+            members.insert(ClusterMember(nodeID: nodeID, isSelf: true, heartbeatAgeMilliseconds: nil), at: 0)
+        }
+        return ClusterInfo(
+            nodeID: nodeID, mode: "cluster", version: CoordinatorVersion.string, startedAtMilliseconds: startedAt,
+            backends: [storeStatus, shared, tokenCacheStatus], members: members, degraded: degraded
         )
     }
 
@@ -636,7 +830,12 @@ public actor CoordinatorNode {
         if shuttingDown || draining { return (false, ["node": "draining: shutting down"]) }
         do {
             _ = try await store.setting(SettingKey.nodeID)
-            return (true, ["store": "ok"])
+            var checks = ["store": "ok"]
+            if cluster != nil {
+                // Degraded shared state still serves (local share), so it does not fail readiness.
+                checks["sharedState"] = sharedDegradedSinceWall.map { "degraded since \($0): \(sharedDegradedReason)" } ?? "ok"
+            }
+            return (true, checks)
         } catch {
             markStore(failed: error)
             return (false, ["store": "\(error)"])
@@ -680,6 +879,7 @@ public actor CoordinatorNode {
     /// in-flight writes finished.
     public func shutdown() async {
         guard !shuttingDown else { return }
+        await leaveCluster()
         shuttingDown = true
         do {
             try await store.close()

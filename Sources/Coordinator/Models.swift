@@ -83,6 +83,30 @@ public struct ClusterInfo: Sendable, Equatable {
     public var version: String
     public var startedAtMilliseconds: Int64
     public var backends: [BackendStatus]
+    /// Live members (this node included), with the age of their last heartbeat.
+    public var members: [ClusterMember]
+    /// Shared features running in degraded local mode.
+    public var degraded: [DegradedFeature]
+}
+
+/// A live member of the cluster.
+public struct ClusterMember: Sendable, Equatable {
+    public var nodeID: String
+    public var isSelf: Bool
+    /// Age of the last heartbeat by Redis's clock; `nil` when not yet heard.
+    public var heartbeatAgeMilliseconds: Int64?
+}
+
+/// A shared feature that runs in degraded local mode.
+public struct DegradedFeature: Sendable, Equatable {
+    /// `limits`.
+    public var feature: String
+    /// `localShare`, `allow` or `deny`.
+    public var mode: String
+    public var sinceMilliseconds: Int64
+    public var reason: String
+    /// The member count limits are divided by.
+    public var shareDivisor: Int
 }
 
 /// One backend the node depends on, and whether it works.

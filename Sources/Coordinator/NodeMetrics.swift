@@ -16,6 +16,17 @@ final class NodeMetrics: @unchecked Sendable {
     private let auditDuplicate = Counter(label: "coordinator_audit_events_total", dimensions: [("result", "duplicate")])
     private let limiterKeyGauge = Gauge(label: "coordinator_limiter_keys")
     private let limiterSwept = Counter(label: "coordinator_limiter_keys_swept_total")
+    private let sharedDegraded = Gauge(label: "coordinator_shared_state_degraded", dimensions: [("feature", "limits")])
+    private let liveMemberGauge = Gauge(label: "coordinator_cluster_live_members")
+
+    func sharedStateDegraded(_ degraded: Bool) {
+        sharedDegraded.record(degraded ? 1 : 0)
+        if degraded { increment("coordinator_shared_state_degradations_total", []) }
+    }
+
+    func liveMembers(_ count: Int) {
+        liveMemberGauge.record(count)
+    }
 
     /// Increments the counter `label` with `dimensions`, creating and caching its handle once.
     private func increment(_ label: String, _ dimensions: [(String, String)]) {

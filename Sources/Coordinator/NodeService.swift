@@ -45,3 +45,28 @@ public struct NodeDrainService: Service {
         await node.beginDraining()
     }
 }
+
+/// Cluster mode's heartbeat: every `heartbeatIntervalMs` records this node in Redis, learns the live
+/// set, and notices loss and recovery of Redis (limits go to local share and come back). On graceful
+/// shutdown the node leaves the live set at once (done by `CoordinatorNode.shutdown`).
+public struct ClusterService: Service {
+    public let node: CoordinatorNode
+
+    public init(node: CoordinatorNode) {
+        self.node = node
+    }
+
+    public func run() async throws {
+        let interval = Duration.milliseconds(node.configuration.heartbeatIntervalMilliseconds)
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    try await Task.sleep(for: interval)
+                } catch {
+                    break
+                }
+                await node.heartbeatOnce()
+            }
+        }
+    }
+}

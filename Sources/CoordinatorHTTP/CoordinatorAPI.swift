@@ -98,12 +98,22 @@ public struct CoordinatorAPI: Sendable {
             item.int("sinceMs", backend.sinceMilliseconds)
             return item.finish()
         }))
-        var member = JSONText()
-        member.string("nodeId", info.nodeID)
-        member.bool("self", true)
-        member.int("heartbeatAgeMs", 0)
-        body.raw("members", JSONText.array([member.finish()]))
-        body.raw("degraded", "[]")
+        body.raw("members", JSONText.array(info.members.map { member in
+            var item = JSONText()
+            item.string("nodeId", member.nodeID)
+            item.bool("self", member.isSelf)
+            item.int("heartbeatAgeMs", member.heartbeatAgeMilliseconds)
+            return item.finish()
+        }))
+        body.raw("degraded", JSONText.array(info.degraded.map { feature in
+            var item = JSONText()
+            item.string("feature", feature.feature)
+            item.string("mode", feature.mode)
+            item.int("sinceMs", feature.sinceMilliseconds)
+            item.string("reason", feature.reason)
+            item.int("shareDivisor", feature.shareDivisor)
+            return item.finish()
+        }))
         return json(.ok, body.finish())
     }
 

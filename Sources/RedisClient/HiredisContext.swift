@@ -14,6 +14,15 @@ import Darwin
 /// connection's `BlockingExecutor`, which runs them one at a time on a single
 /// thread, so the context and `brokenBy` are never accessed concurrently.
 final class HiredisContext: @unchecked Sendable {
+    /// One decoded reply on a subscribed connection.
+    enum PubSubFrame: Sendable, Equatable {
+        case message(channel: String, payload: [UInt8])
+        case subscribed(channel: String)
+        case pong
+        case other(RedisReply)
+    }
+
+
     private var context: UnsafeMutablePointer<redisContext>?
     /// Set once the context has failed; hiredis contexts can't recover.
     private var brokenBy: RedisError?
@@ -39,7 +48,7 @@ final class HiredisContext: @unchecked Sendable {
         return HiredisContext(context: raw)
     }
 
-    /// Read and write timeout for every later command (SO_RCVTIMEO/SO_SNDTIMEO).
+    /// Read and write timeout for every later blocking read/write (SO_RCVTIMEO/SO_SNDTIMEO).
     func setCommandTimeout(_ timeout: Duration) throws(RedisError) {
         let context = try usableContext()
         if redisSetTimeout(context, makeTimeval(timeout)) != REDIS_OK {
@@ -50,38 +59,138 @@ final class HiredisContext: @unchecked Sendable {
     /// Sends one command and blocks for its reply (bounded by the timeout).
     /// A top-level error reply is thrown as `.server`.
     func command(_ args: [String]) throws(RedisError) -> RedisReply {
-        guard !args.isEmpty else {
-            throw RedisError(code: .invalidArgument, message: "empty command")
-        }
-        let context = try usableContext()
-        // Binary-safe argv: explicit lengths, so no NUL termination is needed.
-        let buffers = args.map { Array($0.utf8) }
-        var lengths = buffers.map { $0.count }
-        let storage = buffers.map { bytes -> UnsafeMutablePointer<CChar> in
-            let p = UnsafeMutablePointer<CChar>.allocate(capacity: max(bytes.count, 1))
-            bytes.withUnsafeBufferPointer { src in
-                src.withMemoryRebound(to: CChar.self) { p.update(from: $0.baseAddress!, count: bytes.count) }
-            }
-            return p
-        }
-        defer { storage.forEach { $0.deallocate() } }
-        var argv: [UnsafePointer<CChar>?] = storage.map { UnsafePointer($0) }
-
-        let raw = argv.withUnsafeMutableBufferPointer { argvBuffer in
-            lengths.withUnsafeMutableBufferPointer { lengthBuffer in
-                redisCommandArgv(context, Int32(args.count), argvBuffer.baseAddress, lengthBuffer.baseAddress)
-            }
-        }
-        guard let raw else {
-            throw fail(Self.error(from: context, connecting: false, target: nil))
-        }
-        let reply = raw.assumingMemoryBound(to: redisReply.self)
-        defer { freeReplyObject(raw) }
-        let converted = Self.convert(reply)
+        try append(args)
+        let converted = try nextReply()
         if case .error(let message) = converted {
             throw RedisError(code: .server, message: message)
         }
         return converted
+    }
+
+    /// Appends one command to the output buffer (no I/O): the pipelining half
+    /// of `command`. Binary-safe argv with explicit lengths.
+    func append(_ args: [String]) throws(RedisError) {
+        guard !args.isEmpty else {
+            throw RedisError(code: .invalidArgument, message: "empty command")
+        }
+        let context = try usableContext()
+        // One contiguous buffer for every argument, pointers into it.
+        var bytes: [UInt8] = []
+        var lengths: [Int] = []
+        lengths.reserveCapacity(args.count)
+        for arg in args {
+            let before = bytes.count
+            bytes.append(contentsOf: arg.utf8)
+            lengths.append(bytes.count - before)
+        }
+        if bytes.isEmpty { bytes.append(0) } // a valid base address even for all-empty args
+        let status = bytes.withUnsafeBufferPointer { buffer in
+            buffer.withMemoryRebound(to: CChar.self) { chars in
+                var argv: [UnsafePointer<CChar>?] = []
+                argv.reserveCapacity(args.count)
+                var offset = 0
+                for length in lengths {
+                    argv.append(chars.baseAddress! + offset)
+                    offset += length
+                }
+                return argv.withUnsafeMutableBufferPointer { argvBuffer in
+                    lengths.withUnsafeBufferPointer { lengthBuffer in
+                        redisAppendCommandArgv(context, Int32(args.count), argvBuffer.baseAddress, lengthBuffer.baseAddress)
+                    }
+                }
+            }
+        }
+        if status != REDIS_OK {
+            throw fail(Self.error(from: context, connecting: false, target: nil))
+        }
+    }
+
+    /// Flushes the output buffer if needed, then blocks for the next reply
+    /// (bounded by the socket timeout). Error replies are returned as
+    /// `.error`, not thrown: they don't break the connection.
+    func nextReply() throws(RedisError) -> RedisReply {
+        let context = try usableContext()
+        var raw: UnsafeMutableRawPointer?
+        guard redisGetReply(context, &raw) == REDIS_OK, let raw else {
+            throw fail(Self.error(from: context, connecting: false, target: nil))
+        }
+        defer { freeReplyObject(raw) }
+        return Self.convert(raw.assumingMemoryBound(to: redisReply.self))
+    }
+
+    /// Writes the whole output buffer (bounded by the send timeout).
+    func flush() throws(RedisError) {
+        let context = try usableContext()
+        var done: Int32 = 0
+        repeat {
+            if redisBufferWrite(context, &done) != REDIS_OK {
+                throw fail(Self.error(from: context, connecting: false, target: nil))
+            }
+        } while done == 0
+    }
+
+    /// Waits at most `timeout` for the next complete reply, decoded as a
+    /// pub/sub frame; nil when none is complete yet (the context stays
+    /// usable, unlike after a socket timeout).
+    func pollPubSubFrame(timeout: Duration) throws(RedisError) -> PubSubFrame? {
+        let context = try usableContext()
+        if let frame = try bufferedFrame(context) { return frame }
+        var descriptor = pollfd(fd: context.pointee.fd, events: Int16(POLLIN), revents: 0)
+        let (seconds, attoseconds) = max(timeout, .zero).components
+        let milliseconds = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+        let ready = poll(&descriptor, 1, milliseconds)
+        if ready < 0 {
+            if errno == EINTR { return nil }
+            throw fail(RedisError(code: .io, message: "poll failed: errno \(errno)"))
+        }
+        if ready == 0 { return nil }
+        if redisBufferRead(context) != REDIS_OK {
+            throw fail(Self.error(from: context, connecting: false, target: nil))
+        }
+        return try bufferedFrame(context)
+    }
+
+    private func bufferedFrame(_ context: UnsafeMutablePointer<redisContext>) throws(RedisError) -> PubSubFrame? {
+        var raw: UnsafeMutableRawPointer?
+        if redisGetReplyFromReader(context, &raw) != REDIS_OK {
+            throw fail(Self.error(from: context, connecting: false, target: nil))
+        }
+        guard let raw else { return nil }
+        defer { freeReplyObject(raw) }
+        return Self.pubSubFrame(raw.assumingMemoryBound(to: redisReply.self))
+    }
+
+    /// `message`/`pmessage` payloads keep their exact bytes (`str` + `len`).
+    private static func pubSubFrame(_ reply: UnsafeMutablePointer<redisReply>) -> PubSubFrame {
+        let type = reply.pointee.type
+        guard type == REDIS_REPLY_ARRAY || type == replyPush, let element = reply.pointee.element,
+              reply.pointee.elements >= 1, let first = element[0],
+              first.pointee.type == REDIS_REPLY_STRING || first.pointee.type == REDIS_REPLY_STATUS
+        else {
+            return .other(convert(reply))
+        }
+        let count = Int(reply.pointee.elements)
+        switch string(first).lowercased() {
+        case "message" where count == 3:
+            guard let channel = element[1], let payload = element[2] else { break }
+            return .message(channel: string(channel), payload: bytes(payload))
+        case "pmessage" where count == 4:
+            guard let channel = element[2], let payload = element[3] else { break }
+            return .message(channel: string(channel), payload: bytes(payload))
+        case "subscribe" where count == 3:
+            guard let channel = element[1] else { break }
+            return .subscribed(channel: string(channel))
+        case "pong":
+            return .pong
+        default:
+            break
+        }
+        return .other(convert(reply))
+    }
+
+    private static func bytes(_ reply: UnsafeMutablePointer<redisReply>) -> [UInt8] {
+        guard let str = reply.pointee.str else { return [] }
+        return Array(UnsafeRawBufferPointer(start: str, count: Int(reply.pointee.len)))
     }
 
     func close() {

@@ -3,23 +3,64 @@
 /// Percent-escapes are decoded in user and password. IPv6 hosts go in brackets
 /// (`redis://[::1]:6379`). TLS (`rediss://`), unix sockets and query options
 /// are rejected with `.invalidURL` rather than silently ignored.
+///
+/// The timeouts and the backoff are not part of the URL; set them on the
+/// parsed value.
 public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible {
+    /// Host name or IP address (IPv6 without brackets).
     public var host: String
+    /// TCP port.
     public var port: Int
+    /// `SELECT`ed after connecting (ignored by `RedisSubscriber`: pub/sub is database-independent).
     public var database: Int
+    /// ACL user for `AUTH user password`; nil for `AUTH password` (or no AUTH).
     public var username: String?
+    /// Sent with `AUTH` when set.
     public var password: String?
+    /// The hot-path deadline: how long a `RedisClient.send` waits when the
+    /// caller gives no deadline. Default 50 ms.
+    public var commandTimeout: Duration
+    /// Bounds the TCP connect plus the handshake (AUTH, SELECT, CLIENT SETNAME, PING). Default 200 ms.
+    public var connectTimeout: Duration
+    /// Delay between reconnect attempts.
+    public var reconnectBackoff: RedisBackoff
+    /// `CLIENT SETNAME` after connecting (visible in `CLIENT LIST`); nil sends none.
+    /// Redis rejects names with spaces.
+    public var clientName: String?
+    /// `RedisSubscriber` sends a PING after this much silence and drops the
+    /// connection when no reply comes within twice this; so a hung server is
+    /// noticed within about three times this. Default 500 ms.
+    public var healthCheckInterval: Duration
 
+    /// The port Redis listens on unless told otherwise.
     public static let defaultPort = 6379
 
-    public init(host: String, port: Int = defaultPort, database: Int = 0, username: String? = nil, password: String? = nil) {
+    /// A configuration with the default timeouts and backoff.
+    public init(
+        host: String,
+        port: Int = defaultPort,
+        database: Int = 0,
+        username: String? = nil,
+        password: String? = nil,
+        commandTimeout: Duration = .milliseconds(50),
+        connectTimeout: Duration = .milliseconds(200),
+        reconnectBackoff: RedisBackoff = RedisBackoff(),
+        clientName: String? = nil,
+        healthCheckInterval: Duration = .milliseconds(500)
+    ) {
         self.host = host
         self.port = port
         self.database = database
         self.username = username
         self.password = password
+        self.commandTimeout = commandTimeout
+        self.connectTimeout = connectTimeout
+        self.reconnectBackoff = reconnectBackoff
+        self.clientName = clientName
+        self.healthCheckInterval = healthCheckInterval
     }
 
+    /// Parses `redis://[[user]:password@]host[:port][/db]`; timeouts and backoff get their defaults.
     public init(url: String) throws(RedisError) {
         func bad(_ why: String) -> RedisError {
             RedisError(code: .invalidURL, message: "invalid Redis URL '\(Self.redact(url))': \(why)")
@@ -99,7 +140,7 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible {
         self.init(host: String(host), port: port, database: database, username: username, password: password)
     }
 
-    /// Without the password.
+    /// The URL without the password.
     public var description: String {
         let auth = password == nil ? "" : "\(username ?? ""):***@"
         let h = host.contains(":") ? "[\(host)]" : host
@@ -125,5 +166,44 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible {
             }
         }
         return String(validating: bytes, as: UTF8.self)
+    }
+}
+
+/// Exponential backoff with full jitter: before reconnect attempt `n`
+/// (0-based, counting consecutive failures) the client sleeps a uniformly
+/// random time in `0...min(maximum, minimum * 2^n)`, at least 1 ms.
+public struct RedisBackoff: Sendable, Equatable {
+    /// The cap of the first delay. Default 50 ms.
+    public var minimum: Duration
+    /// The cap of every delay. Default 2 s.
+    public var maximum: Duration
+
+    /// A backoff between `minimum` and `maximum`.
+    public init(minimum: Duration = .milliseconds(50), maximum: Duration = .seconds(2)) {
+        self.minimum = minimum
+        self.maximum = max(minimum, maximum)
+    }
+
+    /// The delay before attempt `attempt` after `attempt` consecutive failures.
+    public func delay(attempt: Int) -> Duration {
+        let cap = ceiling(attempt: attempt)
+        let capNanos = max(Int64(1_000_000), nanoseconds(cap))
+        return .nanoseconds(Int64.random(in: 1_000_000...capNanos))
+    }
+
+    /// The upper bound of `delay(attempt:)`.
+    public func ceiling(attempt: Int) -> Duration {
+        var cap = minimum
+        var n = 0
+        while n < attempt && cap < maximum {
+            cap *= 2
+            n += 1
+        }
+        return min(cap, maximum)
+    }
+
+    private func nanoseconds(_ d: Duration) -> Int64 {
+        let (seconds, attoseconds) = d.components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }

@@ -12,8 +12,14 @@ public struct RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let invalidArgument = Code(rawValue: "invalid_argument")
         /// TCP connect failed (refused, unreachable, DNS).
         public static let connectionFailed = Code(rawValue: "connection_failed")
-        /// Connect or command timed out; the connection is unusable afterwards.
+        /// Connect or command timed out, or the caller's deadline passed
+        /// before the reply came (a late reply is discarded).
         public static let timeout = Code(rawValue: "timeout")
+        /// Not connected right now (`RedisClient` is waiting to reconnect):
+        /// failed fast without contacting the server.
+        public static let unavailable = Code(rawValue: "unavailable")
+        /// The calling task was cancelled before the reply came.
+        public static let cancelled = Code(rawValue: "cancelled")
         /// Read/write failed or the server closed the connection.
         public static let io = Code(rawValue: "io")
         /// The server sent something hiredis could not parse.
@@ -28,9 +34,12 @@ public struct RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let other = Code(rawValue: "other")
     }
 
+    /// What went wrong, for matching.
     public let code: Code
+    /// Details for humans and logs.
     public let message: String
 
+    /// An error with a code and a message.
     public init(code: Code, message: String) {
         self.code = code
         self.message = message

@@ -27,10 +27,24 @@ struct NodeOptions: ParsableArguments {
     @Option(name: .customLong("data-dir"), help: "Data directory (default ./coordinator-data).")
     var dataDir: String?
 
+    @Option(name: .customLong("redis-url"), help: "Redis URL (redis://[user:password@]host:port/db): turns cluster mode on.")
+    var redisURL: String?
+
+    @Option(name: .customLong("cluster-name"), help: "Cluster name (default coordinator).")
+    var clusterName: String?
+
+    @Option(name: .customLong("cluster-secret"), help: "Secret that signs bus messages (or COORDINATOR_CLUSTER_SECRET).")
+    var clusterSecret: String?
+
+    @Option(name: .customLong("node-id"), help: "Stable node id (default: generated and kept in the data directory).")
+    var nodeID: String?
+
     func load(host: String? = nil, port: Int? = nil) throws -> NodeConfiguration {
         try ConfigurationLoader.load(
             file: config, environment: ProcessInfo.processInfo.environment,
-            flags: .init(host: host, port: port, dataDirectory: dataDir)
+            flags: .init(
+                host: host, port: port, dataDirectory: dataDir, redisURL: redisURL, clusterName: clusterName,
+                clusterSecret: clusterSecret, nodeID: nodeID)
         )
     }
 }
@@ -80,13 +94,15 @@ struct Serve: AsyncParsableCommand {
             },
             logger: logger
         )
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: NodeService(node: started.node))]
+        if started.node.cluster != nil {
+            services.append(.init(service: ClusterService(node: started.node)))
+        }
+        services.append(.init(service: app))
+        services.append(.init(service: NodeDrainService(node: started.node)))
         let group = ServiceGroup(
             configuration: .init(
-                services: [
-                    .init(service: NodeService(node: started.node)),
-                    .init(service: app),
-                    .init(service: NodeDrainService(node: started.node)),
-                ],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )

@@ -41,6 +41,7 @@ struct ConfigurationTests {
         let fromFile = try ConfigurationLoader.load(file: path, environment: [:])
         #expect(fromFile.host == "0.0.0.0" && fromFile.port == 9000 && fromFile.dataDirectory == "/tmp/x" && fromFile.logLevel == "debug")
         #expect(fromFile.policies["p"]?.limits.first?.rate == 5)
+        #expect(fromFile.policies["default"] == LimitPolicy.pilotDefault, "the built-in default stays")
         #expect(fromFile.defaultPolicyName == "p")
         #expect(fromFile.defaultBreakerConfig.minimumCalls == 7)
         #expect(fromFile.maxBreakers == 3)
@@ -94,6 +95,15 @@ struct ConfigurationTests {
         try expectError(file: "{not json", key: "(file)", reason: "not valid JSON")
         try expectError(file: "[1,2]", key: "(file)", reason: "JSON object")
         try expectError(file: nil, environment: ["COORDINATOR_SERVER_PORT": "eighty"], key: "server.port", reason: "integer")
+        try expectError(file: nil, environment: ["COORDINATOR_REDIS_URL": "redis://127.0.0.1:6379/0"], key: "clusterSecret", reason: "secret")
+        try expectError(file: nil, environment: ["COORDINATOR_REDIS_URL": "http://127.0.0.1:6379"], key: "redisUrl", reason: "redis://")
+        try expectError(file: nil, environment: ["COORDINATOR_CLUSTER_SECRET": "short"], key: "clusterSecret", reason: "16")
+        try expectError(file: nil, environment: ["COORDINATOR_ON_SHARED_STATE_LOSS": "panic"], key: "onSharedStateLoss", reason: "localShare")
+        try expectError(file: #"{"clusterName":"has space"}"#, key: "clusterName")
+        let cluster = try ConfigurationLoader.load(
+            file: nil, environment: ["COORDINATOR_REDIS_URL": "redis://127.0.0.1:6379/0", "COORDINATOR_CLUSTER_SECRET": "0123456789abcdef"],
+            flags: .init(clusterName: "blue", nodeID: "n1"))
+        #expect(cluster.isClusterMode && cluster.clusterName == "blue" && cluster.nodeID == "n1" && cluster.onSharedStateLoss == .localShare)
         try expectError(file: nil, environment: ["COORDINATOR_BREAKERS_DEFAULT": "{"], key: "breakers.default", reason: "JSON")
         do {
             _ = try ConfigurationLoader.load(file: "/nonexistent/coordinator.json", environment: [:])

@@ -163,7 +163,7 @@ struct NodeTests {
         }
     }
 
-    @Test("unreadable or invalid stored documents are skipped with an error, never crash the node")
+    @Test("unreadable or invalid stored documents are ignored with an error log, never crash the node")
     func corruptStoredDocuments() async throws {
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -99,6 +99,10 @@ struct ProcessTests {
         #expect(badPort.status != 0)
         #expect(badPort.stderr.contains("--port"), "\(badPort.stderr)")
 
+        let noSecret = try runCoordinator(["serve", "--redis-url", "redis://127.0.0.1:1/0"])
+        #expect(noSecret.status != 0)
+        #expect(noSecret.stderr.contains("clusterSecret"), "\(noSecret.stderr)")
+
         let unknownFlag = try runCoordinator(["serve", "--prot", "1"])
         #expect(unknownFlag.status != 0)
 

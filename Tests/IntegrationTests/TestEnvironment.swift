@@ -1,4 +1,5 @@
 import Foundation
+import RedisClient
 import Testing
 
 #if canImport(Glibc)
@@ -64,4 +65,71 @@ enum TestEnvironment {
         guard ok else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
         return Int(UInt16(bigEndian: address.sin_port))
     }
+}
+
+/// A private `redis-server` child process for tests that disrupt the server
+/// (SIGSTOP, kills): the shared test server must stay healthy for the tests
+/// running in parallel. Uses `redis-server` from PATH (or
+/// `TESTENV_REDIS_SERVER`), as `cluster/testenv` does; a missing binary FAILS
+/// the test.
+/// `@unchecked Sendable`: `Process` is only started in `init` and signalled afterwards.
+final class PrivateRedis: @unchecked Sendable {
+    let process: Process
+    let port: Int
+    var url: String { "redis://127.0.0.1:\(port)/0" }
+    var pid: pid_t { process.processIdentifier }
+
+    struct StartFailed: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    init() throws {
+        let binary = ProcessInfo.processInfo.environment["TESTENV_REDIS_SERVER"] ?? "redis-server"
+        let path: String
+        if binary.contains("/") {
+            path = binary
+        } else {
+            let dirs = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
+            guard let found = dirs.map({ "\($0)/\(binary)" }).first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+                throw StartFailed(description: "\(binary) not found in PATH (run cluster/testenv check-packages)")
+            }
+            path = found
+        }
+        port = try TestEnvironment.closedLoopbackPort()
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--daemonize", "no", "--loglevel", "warning", "--dir", NSTemporaryDirectory()]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+    }
+
+    /// Waits until the server answers PING (up to 10 s).
+    func waitUntilReady() async throws {
+        let clock = ContinuousClock()
+        let until = clock.now + .seconds(10)
+        while clock.now < until {
+            if let connection = try? await RedisConnection.connect(url: url, connectTimeout: .milliseconds(200)) {
+                let pong = try? await connection.send(["PING"])
+                await connection.close()
+                if pong == .status("PONG") { return }
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw StartFailed(description: "private redis-server on port \(port) did not answer PING within 10 s")
+    }
+
+    func pause() { kill(pid, SIGSTOP) }
+    func resume() { kill(pid, SIGCONT) }
+
+    /// SIGKILL and wait. Not SIGTERM: the child inherits the signal mask of
+    /// the spawning (dispatch worker) thread, where SIGTERM is blocked.
+    func stop() {
+        guard process.isRunning else { return }
+        kill(pid, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    deinit { stop() }
 }

@@ -1,0 +1,101 @@
+import CoordinatorCore
+import RedisClient
+
+/// The node's connection to the cluster's Redis: runs the shared-decision scripts with deadlines.
+/// Knows Redis keys and scripts, not policy: the node actor decides what to do with the answers.
+public final class ClusterLink: Sendable {
+    public let keys: ClusterKeys
+    public let nodeID: String
+    public let deadline: Duration
+    let redis: RedisClient
+
+    static let gcraScript = RedisScript(ClusterScripts.gcra)
+    static let slidingWindowScript = RedisScript(ClusterScripts.slidingWindow)
+    static let heartbeatScript = RedisScript(ClusterScripts.heartbeat)
+
+    /// Connects (in the background) to `url`; every hot-path call is bounded by `deadline`.
+    public init(url: String, cluster: String, nodeID: String, deadline: Duration) throws {
+        var configuration = try RedisConfiguration(url: url)
+        configuration.commandTimeout = deadline
+        configuration.clientName = "coordinator-\(nodeID)"
+        self.redis = RedisClient(configuration: configuration)
+        self.keys = ClusterKeys(cluster: cluster)
+        self.nodeID = nodeID
+        self.deadline = deadline
+    }
+
+    /// One exact, cluster-wide decision over every limit of `policy`, timed by Redis.
+    public func check(policyName: String, policy: LimitPolicy, key: String, cost: Int) async throws(RedisError) -> RateDecision {
+        let limitKeys = policy.limits.indices.map { keys.limit(policy: policyName, key: key, index: $0) }
+        var arguments = [String(cost)]
+        arguments.reserveCapacity(1 + 2 * policy.limits.count)
+        let script: RedisScript
+        switch policy.algorithm {
+        case .gcra:
+            script = Self.gcraScript
+            for spec in policy.limits {
+                let interval = Double(spec.periodMs) * 1000 / Double(spec.rate)
+                arguments.append(String(interval))
+                arguments.append(String(interval * Double(spec.burst)))
+            }
+        case .slidingWindow:
+            script = Self.slidingWindowScript
+            for spec in policy.limits {
+                arguments.append(String(spec.rate))
+                arguments.append(String(Int64(spec.periodMs) * 1000))
+            }
+        }
+        let reply = try await redis.evalSHA(script, keys: limitKeys, arguments: arguments, deadline: deadline)
+        guard let values = reply.array?.compactMap(\.integer), values.count == 6 else {
+            throw RedisError(code: .protocolError, message: "unexpected limiter script reply \(reply)")
+        }
+        let binding = Int(values[1])
+        guard policy.limits.indices.contains(binding) else {
+            throw RedisError(code: .protocolError, message: "limiter script named limit \(binding) of \(policy.limits.count)")
+        }
+        let spec = policy.limits[binding]
+        let capacity = policy.algorithm == .gcra ? spec.burst : spec.rate
+        return RateDecision(
+            allowed: values[0] == 1, limit: capacity, remaining: Int(values[2]),
+            resetAfter: Span(nanoseconds: max(0, values[3]) * 1000),
+            retryAfter: values[4] < 0 ? nil : Span(nanoseconds: values[4] * 1000),
+            bindingLimit: binding
+        )
+    }
+
+    /// Records this node's heartbeat (empty `nodeID` only reads) and returns Redis's time and the
+    /// members heard from within `livenessWindowMs`.
+    public func heartbeat(livenessWindowMs: Int64, announce: Bool = true) async throws(RedisError) -> (nowMs: Int64, members: [(String, Int64)]) {
+        let reply = try await redis.evalSHA(
+            Self.heartbeatScript, keys: [keys.members], arguments: [announce ? nodeID : "", String(livenessWindowMs)],
+            deadline: deadline * 10
+        )
+        guard let items = reply.array, let now = items.first?.integer else {
+            throw RedisError(code: .protocolError, message: "unexpected heartbeat reply \(reply)")
+        }
+        var members: [(String, Int64)] = []
+        var index = 1
+        while index + 1 < items.count {
+            if let name = items[index].string, let score = items[index + 1].string.flatMap({ Double($0) }) {
+                members.append((name, Int64(score)))
+            }
+            index += 2
+        }
+        return (now, members)
+    }
+
+    /// Leaves the live set at once (graceful shutdown).
+    public func leave() async {
+        _ = try? await redis.send(["ZREM", keys.members, nodeID], deadline: deadline * 10)
+    }
+
+    /// Whether the connection is up, for reporting.
+    public var isConnected: Bool {
+        if case .connected = redis.status { return true }
+        return false
+    }
+
+    public func close() async {
+        await redis.close()
+    }
+}

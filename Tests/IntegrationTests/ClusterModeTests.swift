@@ -74,7 +74,7 @@ struct ClusterModeTests {
         let started = ContinuousClock.now
         _ = try await a.checkLimit(policy: "p", key: "k", cost: 1)
         let elapsed = ContinuousClock.now - started
-        #expect(elapsed < .milliseconds(100), "the first call after the loss took \(elapsed)")
+        #expect(elapsed < .milliseconds(200), "the first call after the loss took \(elapsed)")
 
         let degraded = await a.clusterInfo().degraded
         #expect(degraded.first?.feature == "limits")

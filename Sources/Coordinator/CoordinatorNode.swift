@@ -49,6 +49,10 @@ public actor CoordinatorNode {
     /// Keys known to be over their shared limit, refused locally until their retry-after.
     private var refusals: [String: LocalRefusalCache] = [:]
     private var lastRedisNowMs: Int64 = 0
+    /// Bumped on every degradation, so a reply to a call sent before it cannot end degraded mode.
+    private var sharedEpoch: UInt64 = 0
+    private var lastSharedRecovery: Instant?
+    private var leaving = false
     private var heardFromRedis = false
     /// Member count persisted at the last membership change: the share divisor when Redis is
     /// unreachable before this process ever heard from it.
@@ -316,19 +320,26 @@ public actor CoordinatorNode {
         if sharedHealth.isDegraded {
             return degradedDecision(policyName: policyName, policy: policy, key: key, cost: cost, now: now)
         }
-        if cost > 0, let refused = refusals[policyName]?.refusal(key: key, now: now) {
+        // A refusal is remembered per cost: a request of the same cost cannot pass before its retry-after.
+        let refusalKey = key + "\u{0}" + String(cost)
+        if cost > 0, let refused = refusals[policyName]?.refusal(key: refusalKey, now: now) {
             metrics.limiterDecision(policy: policyName, result: "refused_locally")
             return refused
         }
+        let epoch = sharedEpoch
         do {
             let decision = try await cluster.check(policyName: policyName, policy: policy, key: key, cost: cost)
-            noteSharedSuccess()
-            if !decision.allowed, decision.retryAfter != nil, cost > 0 {
-                refusals[policyName, default: LocalRefusalCache(capacity: 100_000)].remember(key: key, decision: decision, now: clock.monotonicNow())
+            if epoch == sharedEpoch { noteSharedSuccess() }
+            if !decision.allowed, decision.retryAfter != nil, cost > 0, policies[policyName] == policy {
+                refusals[policyName, default: LocalRefusalCache(capacity: 100_000)].remember(key: refusalKey, decision: decision, now: clock.monotonicNow())
             }
             return decision
         } catch {
-            noteSharedFailure(error)
+            if ClusterLink.isLossOfRedis(error), !leaving {
+                noteSharedFailure(error)
+            } else {
+                logger.warning("shared limit call failed; deciding this call locally", metadata: ["error": "\(error)"])
+            }
             return degradedDecision(policyName: policyName, policy: policy, key: key, cost: cost, now: clock.monotonicNow())
         }
     }
@@ -338,6 +349,13 @@ public actor CoordinatorNode {
         case .enforceLocalShare(let members):
             if degradedLimiters[policyName] == nil {
                 degradedLimiters[policyName] = RateLimiter(policy: policy.localShare(members: members))
+            }
+            if degradedLimiters[policyName]!.keyCount >= configuration.maxLimiterKeys, !degradedLimiters[policyName]!.hasState(forKey: key) {
+                _ = degradedLimiters[policyName]!.sweep(now: now)
+                if degradedLimiters[policyName]!.keyCount >= configuration.maxLimiterKeys {
+                    metrics.limiterDecision(policy: policyName, result: "full")
+                    return DegradedLimitDecision.deniedDecision(policy: policy, retryAfter: .seconds(1))
+                }
             }
             metrics.limiterDecision(policy: policyName, result: "local_share")
             return degradedLimiters[policyName]!.check(key: key, cost: cost, now: now)
@@ -355,9 +373,11 @@ public actor CoordinatorNode {
     }
 
     private func noteSharedSuccess() {
-        if case .recovered(_, let duration) = sharedHealth.recordSuccess(now: clock.monotonicNow()) {
+        if case .recovered(let at, let duration) = sharedHealth.recordSuccess(now: clock.monotonicNow()) {
             membership.unfreeze()
-            degradedLimiters = [:]
+            // Local-share state is kept: if Redis flaps, the next outage continues from it instead of
+            // handing every node a fresh local burst (it is dropped once shared mode has held a while).
+            lastSharedRecovery = at
             sharedDegradedSinceWall = nil
             metrics.sharedStateDegraded(false)
             logger.notice("shared state recovered: limits are cluster-wide again", metadata: ["degradedForMs": "\(duration.nanoseconds / 1_000_000)"])
@@ -365,9 +385,15 @@ public actor CoordinatorNode {
     }
 
     private func noteSharedFailure(_ error: any Error) {
-        if case .degraded(let reason, _) = sharedHealth.recordFailure("\(error)", now: clock.monotonicNow()) {
+        let now = clock.monotonicNow()
+        if case .degraded(let reason, _) = sharedHealth.recordFailure("\(error)", now: now) {
+            sharedEpoch &+= 1
             if heardFromRedis { membership.freeze(atRedisMs: lastRedisNowMs) }
-            degradedLimiters = [:]
+            if let recovered = lastSharedRecovery, now - recovered < .seconds(10) {
+                // Flapping: keep counting against the same local share.
+            } else {
+                degradedLimiters = [:]
+            }
             refusals = [:]
             sharedDegradedSinceWall = clock.wallMilliseconds()
             sharedDegradedReason = reason
@@ -382,13 +408,18 @@ public actor CoordinatorNode {
     /// One membership heartbeat (the `ClusterService` calls it every `heartbeatIntervalMs`): records
     /// this node, learns the live set with Redis's time, and notices loss and recovery of Redis.
     public func heartbeatOnce() async {
-        guard let cluster, !shuttingDown else { return }
+        guard let cluster, !shuttingDown, !leaving else { return }
+        let epoch = sharedEpoch
+        // While degraded, recovery is judged by the hot-path deadline, so a Redis too slow for the hot
+        // path does not flap the node back to shared mode every heartbeat.
+        let deadline: Duration? = sharedHealth.isDegraded ? .milliseconds(configuration.redisDeadlineMilliseconds) : nil
         do {
-            let (now, members) = try await cluster.heartbeat(livenessWindowMs: membership.livenessWindowMs, announce: !draining)
+            let (now, members) = try await cluster.heartbeat(livenessWindowMs: membership.livenessWindowMs, announce: !draining, deadline: deadline)
+            guard !leaving else { return }
             applyHeartbeat(nowMs: now, members: members)
-            noteSharedSuccess()
+            if epoch == sharedEpoch { noteSharedSuccess() }
         } catch {
-            noteSharedFailure(error)
+            if ClusterLink.isLossOfRedis(error), !leaving { noteSharedFailure(error) }
         }
     }
 
@@ -423,7 +454,8 @@ public actor CoordinatorNode {
 
     /// Leaves the live set at once and closes the Redis link (graceful shutdown).
     public func leaveCluster() async {
-        guard let cluster else { return }
+        guard let cluster, !leaving else { return }
+        leaving = true
         await cluster.leave()
         await cluster.close()
     }
@@ -862,6 +894,11 @@ public actor CoordinatorNode {
         }
         var swept = 0
         for name in limiters.keys { swept += limiters[name]!.sweep(now: now) }
+        for name in degradedLimiters.keys { swept += degradedLimiters[name]!.sweep(now: now) }
+        if !sharedHealth.isDegraded, let recovered = lastSharedRecovery, now - recovered >= .seconds(10) {
+            degradedLimiters = [:]
+            lastSharedRecovery = nil
+        }
         metrics.limiterKeys(limiters.values.reduce(0) { $0 + $1.keyCount }, swept: swept)
         metrics.cacheSize(tokenCache.count)
     }
@@ -879,8 +916,8 @@ public actor CoordinatorNode {
     /// in-flight writes finished.
     public func shutdown() async {
         guard !shuttingDown else { return }
-        await leaveCluster()
         shuttingDown = true
+        await leaveCluster()
         do {
             try await store.close()
         } catch {

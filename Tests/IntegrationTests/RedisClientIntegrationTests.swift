@@ -101,7 +101,11 @@ struct RedisClientIntegrationTests {
     }
 
     @Test func evalSHAReloadsAfterScriptFlush() async throws {
-        let client = RedisClient(configuration: try configuration(commandTimeout: .seconds(2)))
+        // A private server: SCRIPT FLUSH on the shared one would disturb suites running in parallel.
+        let server = try PrivateRedis()
+        defer { server.stop() }
+        try await server.waitUntilReady()
+        let client = RedisClient(configuration: try configuration(server.url, commandTimeout: .seconds(2)))
         let script = RedisScript("return {KEYS[1], ARGV[1], redis.call('INCR', KEYS[1])}")
         let key = TestEnvironment.uniqueName("script")
         // The locally computed SHA-1 is what Redis computes.

@@ -16,7 +16,9 @@ public final class ClusterLink: Sendable {
     /// Connects (in the background) to `url`; every hot-path call is bounded by `deadline`.
     public init(url: String, cluster: String, nodeID: String, deadline: Duration) throws {
         var configuration = try RedisConfiguration(url: url)
-        configuration.commandTimeout = deadline
+        // Each hot-path call carries its own deadline; the socket timeout is longer, so one slow reply
+        // does not tear down the connection under every other call in flight.
+        configuration.commandTimeout = max(.seconds(1), deadline * 10)
         configuration.clientName = "coordinator-\(nodeID)"
         self.redis = RedisClient(configuration: configuration)
         self.keys = ClusterKeys(cluster: cluster)
@@ -65,10 +67,12 @@ public final class ClusterLink: Sendable {
 
     /// Records this node's heartbeat (empty `nodeID` only reads) and returns Redis's time and the
     /// members heard from within `livenessWindowMs`.
-    public func heartbeat(livenessWindowMs: Int64, announce: Bool = true) async throws(RedisError) -> (nowMs: Int64, members: [(String, Int64)]) {
+    public func heartbeat(
+        livenessWindowMs: Int64, announce: Bool = true, deadline heartbeatDeadline: Duration? = nil
+    ) async throws(RedisError) -> (nowMs: Int64, members: [(String, Int64)]) {
         let reply = try await redis.evalSHA(
             Self.heartbeatScript, keys: [keys.members], arguments: [announce ? nodeID : "", String(livenessWindowMs)],
-            deadline: deadline * 10
+            deadline: heartbeatDeadline ?? deadline * 10
         )
         guard let items = reply.array, let now = items.first?.integer else {
             throw RedisError(code: .protocolError, message: "unexpected heartbeat reply \(reply)")
@@ -82,6 +86,12 @@ public final class ClusterLink: Sendable {
             index += 2
         }
         return (now, members)
+    }
+
+    /// Whether `error` means Redis is unreachable or too slow (as opposed to a refused command or a
+    /// cancelled caller), i.e. whether shared state should be considered lost.
+    public static func isLossOfRedis(_ error: RedisError) -> Bool {
+        [.timeout, .unavailable, .io, .connectionFailed, .connectionClosed].contains(error.code)
     }
 
     /// Leaves the live set at once (graceful shutdown).

@@ -51,7 +51,7 @@ public enum ClusterScripts {
       local tau = tonumber(ARGV[2 * i + 1])
       local newTat = tats[i] + cost * T
       if cost > 0 then
-        redis.call('SET', KEYS[i], string.format('%.0f', newTat), 'PX', math.ceil((newTat - now) / 1000) + 1)
+        redis.call('SET', KEYS[i], string.format('%.17g', newTat), 'PX', math.ceil((newTat - now) / 1000) + 1)
       end
       local remaining = math.floor((tau - (newTat - now)) / T)
       if remaining < 0 then remaining = 0 end
@@ -153,7 +153,8 @@ public enum ClusterScripts {
     ///
     /// `KEYS[1]`: the breaker's state hash. `ARGV`: expected version, new state, open wait in ms
     /// (0 unless the new state is open), reason, origin node, channel, message to publish (signed by
-    /// the origin; it names the new version, expected + 1).
+    /// the origin; it names the new version, expected + 1). Moving an open breaker to half-open before
+    /// its `openUntil` (by Redis time) is refused like a stale version.
     /// Returns `{applied (0/1), version, state, openUntilMs, sinceMs, nowMs}` — on a failed compare,
     /// the state that is there, so the caller adopts it instead.
     public static let breakerTransition = #"""
@@ -163,6 +164,9 @@ public enum ClusterScripts {
     local version = tonumber(h[1] or 0)
     if version ~= tonumber(ARGV[1]) then
       return {0, version, h[2] or 'closed', tonumber(h[3] or 0), tonumber(h[4] or 0), now}
+    end
+    if ARGV[2] == 'half_open' and h[2] == 'open' and now < tonumber(h[3] or 0) then
+      return {0, version, h[2], tonumber(h[3] or 0), tonumber(h[4] or 0), now}
     end
     local openUntil = 0
     if ARGV[2] == 'open' then openUntil = now + tonumber(ARGV[3]) end

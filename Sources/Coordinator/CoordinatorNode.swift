@@ -1,6 +1,7 @@
 import CoordinatorCore
 import Foundation
 import Logging
+import RedisClient
 
 /// One coordinator node: interprets the pure cores' decisions and owns the backends.
 ///
@@ -53,6 +54,13 @@ public actor CoordinatorNode {
     private var sharedEpoch: UInt64 = 0
     private var lastSharedRecovery: Instant?
     private var leaving = false
+    private var busSender: BusSender
+    private var busInbox: BusInbox
+    private let busAuthenticator: HMACBusAuthenticator?
+    private var busAccepted: [String: Int] = [:]
+    private var busRejected: [String: Int] = [:]
+    /// Revocations already applied from the cluster's set.
+    private var appliedRevocations: Set<String> = []
     private var heardFromRedis = false
     /// Member count persisted at the last membership change: the share divisor when Redis is
     /// unreachable before this process ever heard from it.
@@ -154,6 +162,7 @@ public actor CoordinatorNode {
         if link != nil {
             await node.loadLastKnownMembers()
             await node.heartbeatOnce()
+            await node.reconcileSharedState()
         }
         if generated != nil {
             // Stored only once the node is sure to start, so the printed token is never lost.
@@ -168,6 +177,9 @@ public actor CoordinatorNode {
     ) {
         self.cluster = cluster
         self.membership = MembershipView(livenessWindowMs: 3 * configuration.heartbeatIntervalMilliseconds)
+        self.busSender = BusSender(clusterName: configuration.clusterName, nodeID: nodeID, incarnation: UInt64.random(in: 1...UInt64.max))
+        self.busInbox = BusInbox(clusterName: configuration.clusterName)
+        self.busAuthenticator = configuration.clusterSecret.map { HMACBusAuthenticator(secret: $0) }
         self.nodeID = nodeID
         self.configuration = configuration
         self.store = store
@@ -298,7 +310,24 @@ public actor CoordinatorNode {
         if let problem = policy.validate().first {
             throw CoordinatorError(.invalidPolicy, "\(problem.key): \(problem.reason)")
         }
-        try await storeCall { try await $0.putDocument(kind: .limitPolicy, name: name, json: try Self.encode(policy), updatedAt: self.clock.wallMilliseconds()) }
+        let json = try Self.encode(policy)
+        if let cluster {
+            // The cluster's copy is the truth every node reconciles to: write it first.
+            do {
+                try await cluster.putSharedDocument(kind: SharedKind.policies, name: name, json: json)
+            } catch {
+                throw CoordinatorError(.storeUnavailable, "the cluster's configuration (Redis) is unreachable; policy not changed: \(error)")
+            }
+        }
+        try await applyPolicyLocally(name: name, policy: policy, json: json)
+        await publish(.policyChanged, Self.documentPayload(name: name, json: json))
+        await auditInternal(action: "policy.put", resource: "policy:\(name)", actor: actor, detail: ["algorithm": policy.algorithm.rawValue, "limits": "\(policy.limits.count)"])
+        return policy
+    }
+
+    /// Stores and applies a policy on this node only.
+    private func applyPolicyLocally(name: String, policy: LimitPolicy, json: String) async throws {
+        try await storeCall { try await $0.putDocument(kind: .limitPolicy, name: name, json: json, updatedAt: self.clock.wallMilliseconds()) }
         policies[name] = policy
         degradedLimiters[name] = nil
         refusals[name] = nil
@@ -307,8 +336,6 @@ public actor CoordinatorNode {
         } else {
             limiters[name] = RateLimiter(policy: policy)
         }
-        await auditInternal(action: "policy.put", resource: "policy:\(name)", actor: actor, detail: ["algorithm": policy.algorithm.rawValue, "limits": "\(policy.limits.count)"])
-        return policy
     }
 
     // MARK: Shared limits (cluster mode)
@@ -426,6 +453,8 @@ public actor CoordinatorNode {
     private func applyHeartbeat(nowMs: Int64, members: [(String, Int64)]) {
         lastRedisNowMs = max(lastRedisNowMs, nowMs)
         heardFromRedis = true
+        busInbox.replayGuard.observe(redisTimeMs: nowMs)
+        _ = busInbox.replayGuard.sweep()
         let present = Set(members.map(\.0))
         for (node, seen) in members {
             membership.heartbeat(nodeID: node, redisTimeMs: seen, incarnation: 0)
@@ -458,6 +487,136 @@ public actor CoordinatorNode {
         leaving = true
         await cluster.leave()
         await cluster.close()
+    }
+
+    // MARK: Bus (cluster mode)
+
+    /// Names of the shared document hashes in Redis.
+    enum SharedKind {
+        static let policies = "policies"
+        static let breakers = "breakers"
+        static let tokens = "tokens"
+        static let tokenHashes = "token-hashes"
+    }
+
+    static func documentPayload(name: String, json: String) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.writeShortString(name)
+        writer.writeLengthPrefixed(Array(json.utf8))
+        return writer.bytes
+    }
+
+    static func namePayload(_ name: String) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.writeShortString(name)
+        return writer.bytes
+    }
+
+    /// Signs and publishes a bus message. A lost message is healed by the periodic reconciliation.
+    private func publish(_ kind: BusMessageKind, _ payload: [UInt8]) async {
+        guard let cluster, let authenticator = busAuthenticator else { return }
+        let envelope = busSender.envelope(kind: kind, payload: payload, redisTimeMs: max(lastRedisNowMs, 1))
+        do {
+            try await cluster.publish(envelope.encode(authenticator: authenticator))
+        } catch {
+            logger.warning("bus publish failed; peers catch up at the next reconciliation", metadata: ["kind": "\(kind)", "error": "\(error)"])
+        }
+    }
+
+    /// Handles one frame from the bus: malformed, forged, foreign-cluster, replayed and stale frames
+    /// are dropped and counted by reason; they never change state.
+    public func receiveBusMessage(_ text: [UInt8]) async {
+        guard let authenticator = busAuthenticator, !shuttingDown else { return }
+        guard let frame = Secrets.unbase64(text) else {
+            noteBusRejection("malformed")
+            return
+        }
+        switch busInbox.receive(frame, authenticator: authenticator) {
+        case .rejected(let reason):
+            noteBusRejection(reason.label)
+        case .accepted(let envelope):
+            guard envelope.nodeID != nodeID else { return }
+            busAccepted[envelope.kind.description, default: 0] += 1
+            metrics.busMessage(accepted: envelope.kind.description)
+            await apply(envelope)
+        }
+    }
+
+    private func noteBusRejection(_ reason: String) {
+        busRejected[reason, default: 0] += 1
+        metrics.busMessage(rejected: reason)
+    }
+
+    /// Bus messages handled so far: accepted by kind, rejected by reason.
+    public func busStatistics() -> (accepted: [String: Int], rejected: [String: Int]) {
+        (busAccepted, busRejected)
+    }
+
+    private func apply(_ envelope: BusEnvelope) async {
+        var reader = ByteReader(envelope.payload)
+        do {
+            switch envelope.kind {
+            case .policyChanged:
+                guard let name = reader.readShortString(), let raw = reader.readLengthPrefixed(maximumLength: 1 << 20),
+                    let json = String(validating: raw, as: UTF8.self), ResourceName.isValid(name)
+                else { return noteBusRejection("bad_payload") }
+                let policy = try JSONDecoder().decode(LimitPolicy.self, from: Data(raw))
+                guard policy.validate().isEmpty else { return noteBusRejection("bad_payload") }
+                if policies[name] != policy { try await applyPolicyLocally(name: name, policy: policy, json: json) }
+            case .breakerConfigChanged:
+                guard let name = reader.readShortString(), let raw = reader.readLengthPrefixed(maximumLength: 1 << 20),
+                    let json = String(validating: raw, as: UTF8.self), ResourceName.isValid(name)
+                else { return noteBusRejection("bad_payload") }
+                let config = try JSONDecoder().decode(BreakerConfig.self, from: Data(raw))
+                guard config.validate().isEmpty else { return noteBusRejection("bad_payload") }
+                if breakerConfigs[name] != config { try await applyBreakerConfigLocally(name: name, config: config, json: json) }
+            case .tokenRevoked:
+                guard let id = reader.readShortString() else { return noteBusRejection("bad_payload") }
+                await applyRevocation(id)
+            default:
+                break  // Kinds for shared breakers are handled once breaker sharing is wired in.
+            }
+        } catch {
+            logger.warning("could not apply a bus message", metadata: ["kind": "\(envelope.kind)", "error": "\(error)"])
+        }
+    }
+
+    private func applyRevocation(_ id: String) async {
+        appliedRevocations.insert(id)
+        evictToken(id: id)
+        _ = try? await store.revokeToken(id: id, at: clock.wallMilliseconds())
+    }
+
+    /// Brings this node in line with the cluster's shared state in Redis: policies and breaker
+    /// configurations (the cluster's copy wins; local ones the cluster lacks are seeded), and
+    /// revocations. Runs at start, after every (re)subscribe and periodically, so a lost bus message
+    /// heals within one interval.
+    public func reconcileSharedState() async {
+        guard let cluster, !shuttingDown, !leaving else { return }
+        let decoder = JSONDecoder()
+        do {
+            let remotePolicies = try await cluster.sharedDocuments(kind: SharedKind.policies)
+            for (name, policy) in policies where remotePolicies[name] == nil {
+                _ = try await cluster.seedSharedDocument(kind: SharedKind.policies, name: name, json: try Self.encode(policy))
+            }
+            for (name, json) in remotePolicies where ResourceName.isValid(name) {
+                guard let policy = try? decoder.decode(LimitPolicy.self, from: Data(json.utf8)), policy.validate().isEmpty else { continue }
+                if policies[name] != policy { try await applyPolicyLocally(name: name, policy: policy, json: json) }
+            }
+            let remoteBreakers = try await cluster.sharedDocuments(kind: SharedKind.breakers)
+            for (name, config) in breakerConfigs where remoteBreakers[name] == nil {
+                _ = try await cluster.seedSharedDocument(kind: SharedKind.breakers, name: name, json: try Self.encode(config))
+            }
+            for (name, json) in remoteBreakers where ResourceName.isValid(name) {
+                guard let config = try? decoder.decode(BreakerConfig.self, from: Data(json.utf8)), config.validate().isEmpty else { continue }
+                if breakerConfigs[name] != config { try await applyBreakerConfigLocally(name: name, config: config, json: json) }
+            }
+            for id in try await cluster.revocations() where !appliedRevocations.contains(id) {
+                await applyRevocation(id)
+            }
+        } catch {
+            logger.warning("reconciliation with the cluster failed; retrying next interval", metadata: ["error": "\(error)"])
+        }
     }
 
     // MARK: Breakers
@@ -538,7 +697,23 @@ public actor CoordinatorNode {
         if breakers[name] == nil, breakers.count >= configuration.maxBreakers {
             throw CoordinatorError(.breakerLimitReached, "this node already has \(breakers.count) breakers (breakers.maxBreakers)")
         }
-        try await storeCall { try await $0.putDocument(kind: .breakerConfig, name: name, json: try Self.encode(config), updatedAt: self.clock.wallMilliseconds()) }
+        let json = try Self.encode(config)
+        if let cluster {
+            do {
+                try await cluster.putSharedDocument(kind: SharedKind.breakers, name: name, json: json)
+            } catch {
+                throw CoordinatorError(.storeUnavailable, "the cluster's configuration (Redis) is unreachable; breaker not changed: \(error)")
+            }
+        }
+        try await applyBreakerConfigLocally(name: name, config: config, json: json)
+        await publish(.breakerConfigChanged, Self.documentPayload(name: name, json: json))
+        await auditInternal(action: "breaker.configure", resource: "breaker:\(name)", actor: actor, detail: [:])
+        return status(of: name, now: clock.monotonicNow())!
+    }
+
+    /// Stores and applies a breaker configuration on this node only.
+    private func applyBreakerConfigLocally(name: String, config: BreakerConfig, json: String) async throws {
+        try await storeCall { try await $0.putDocument(kind: .breakerConfig, name: name, json: json, updatedAt: self.clock.wallMilliseconds()) }
         let now = clock.monotonicNow()
         breakerConfigs[name] = config
         if breakers[name] == nil {
@@ -547,8 +722,6 @@ public actor CoordinatorNode {
         } else if let transition = breakers[name]!.reconfigure(config, now: now) {
             noteTransition(name, transition)
         }
-        await auditInternal(action: "breaker.configure", resource: "breaker:\(name)", actor: actor, detail: [:])
-        return status(of: name, now: now)!
     }
 
     /// Moves breaker `name` to `state` by operator command; persisted, so a restart keeps
@@ -641,6 +814,15 @@ public actor CoordinatorNode {
             id: Secrets.newTokenID(), secretHash: hash, subject: subject, policy: policyName, createdAt: now,
             expiresAt: ttlSeconds.map { now + $0 * 1000 }, revokedAt: nil
         )
+        if let cluster {
+            // Shared first: any node can then verify the token (Redis is the cluster's token index).
+            do {
+                try await cluster.putSharedDocument(kind: SharedKind.tokens, name: record.id, json: try Self.encode(record))
+                try await cluster.putSharedDocument(kind: SharedKind.tokenHashes, name: Secrets.hex(hash), json: record.id)
+            } catch {
+                throw CoordinatorError(.storeUnavailable, "the cluster's token index (Redis) is unreachable; token not created: \(error)")
+            }
+        }
         try await storeCall { try await $0.insertToken(record) }
         _ = unknownSecrets.removeValue(forKey: hash)
         await auditInternal(action: "token.create", resource: "token:\(record.id)", actor: actor, detail: ["subject": subject, "policy": policyName])
@@ -650,17 +832,48 @@ public actor CoordinatorNode {
     /// Every token (never secrets), oldest first.
     public func tokens() async throws -> [TokenRecord] {
         try ensureRunning()
-        return try await storeCall { try await $0.tokens() }
+        var local = try await storeCall { try await $0.tokens() }
+        if let cluster, let shared = try? await cluster.sharedDocuments(kind: SharedKind.tokens) {
+            // The cluster's index is the truth for tokens created on other nodes.
+            let decoder = JSONDecoder()
+            var byID = Dictionary(local.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+            for json in shared.values {
+                if let token = try? decoder.decode(TokenRecord.self, from: Data(json.utf8)) { byID[token.id] = token }
+            }
+            local = byID.values.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
+        }
+        return local
     }
 
     /// Revokes token `id`; the first revocation time is kept. Clears it from the cache at once.
     public func revokeToken(id: String, actor: String = "admin") async throws -> TokenRecord {
         try ensureRunning()
-        guard let record = try await storeCall({ try await $0.revokeToken(id: id, at: self.clock.wallMilliseconds()) }) else {
+        let now = clock.wallMilliseconds()
+        var shared: TokenRecord?
+        if let cluster {
+            do {
+                if let json = try await cluster.sharedDocument(kind: SharedKind.tokens, name: id),
+                    var token = try? JSONDecoder().decode(TokenRecord.self, from: Data(json.utf8)) {
+                    if token.revokedAt == nil {
+                        token.revokedAt = now
+                        try await cluster.putSharedDocument(kind: SharedKind.tokens, name: id, json: try Self.encode(token))
+                    }
+                    try await cluster.addRevocation(id)
+                    shared = token
+                }
+            } catch let error as RedisError {
+                throw CoordinatorError(.storeUnavailable, "the cluster's token index (Redis) is unreachable; token not revoked: \(error)")
+            }
+        }
+        if let shared, try await storeCall({ try await $0.token(id: id) }) == nil {
+            try? await storeCall { try await $0.insertToken(shared) }
+        }
+        guard let record = try await storeCall({ try await $0.revokeToken(id: id, at: now) }) ?? shared else {
             throw CoordinatorError(.unknownToken, "no token with id \"\(id)\"")
         }
-        revocationEpoch &+= 1
-        tokenCache.removeAll { _, cached in cached.id == id }
+        appliedRevocations.insert(id)
+        evictToken(id: id)
+        if shared != nil { await publish(.tokenRevoked, Self.namePayload(id)) }
         await auditInternal(action: "token.revoke", resource: "token:\(id)", actor: actor, detail: [:])
         return record
     }
@@ -686,7 +899,11 @@ public actor CoordinatorNode {
         } else {
             metrics.cacheLookup(hit: false)
             let epoch = revocationEpoch
-            guard let stored = try await storeCall({ try await $0.token(secretHash: hash) }) else {
+            var found = try await storeCall({ try await $0.token(secretHash: hash) })
+            if found == nil, cluster != nil {
+                found = await sharedToken(hash: hash)
+            }
+            guard let stored = found else {
                 unknownSecrets.set(true, forKey: hash, expiresAt: monotonic + .milliseconds(configuration.negativeCacheTTLMilliseconds))
                 metrics.tokenVerification("unknown")
                 return .invalid(.unknown)
@@ -706,6 +923,31 @@ public actor CoordinatorNode {
         }
         metrics.tokenVerification("valid")
         return .valid(record)
+    }
+
+    /// Drops every cached verification of token `id`, and keeps a verification that read the store
+    /// before now from re-caching it.
+    private func evictToken(id: String) {
+        revocationEpoch &+= 1
+        tokenCache.removeAll { _, cached in cached.id == id }
+    }
+
+    /// A token created on another node: looked up in the cluster's index and copied to the local
+    /// store, so later checks are local.
+    private func sharedToken(hash: [UInt8]) async -> TokenRecord? {
+        guard let cluster else { return nil }
+        do {
+            guard let id = try await cluster.sharedDocument(kind: SharedKind.tokenHashes, name: Secrets.hex(hash)),
+                let json = try await cluster.sharedDocument(kind: SharedKind.tokens, name: id),
+                let token = try? JSONDecoder().decode(TokenRecord.self, from: Data(json.utf8)),
+                Secrets.constantTimeEqual(token.secretHash, hash)
+            else { return nil }
+            if (try? await store.token(id: id)) == nil { try? await store.insertToken(token) }
+            return token
+        } catch {
+            logger.warning("cluster token index unreachable; verifying from the local store only", metadata: ["error": "\(error)"])
+            return nil
+        }
     }
 
     // MARK: Admit

@@ -24,6 +24,14 @@ final class NodeMetrics: @unchecked Sendable {
         if degraded { increment("coordinator_shared_state_degradations_total", []) }
     }
 
+    func busMessage(accepted kind: String) {
+        increment("coordinator_bus_messages_total", [("kind", kind)])
+    }
+
+    func busMessage(rejected reason: String) {
+        increment("coordinator_bus_messages_rejected_total", [("reason", reason)])
+    }
+
     func liveMembers(_ count: Int) {
         liveMemberGauge.record(count)
     }

@@ -1,4 +1,5 @@
 import Logging
+import RedisClient
 import ServiceLifecycle
 
 /// Runs a node's timers as a long-lived `Service`, and on graceful shutdown closes the node after
@@ -57,15 +58,40 @@ public struct ClusterService: Service {
     }
 
     public func run() async throws {
+        guard let link = node.cluster else { return }
+        let node = self.node
         let interval = Duration.milliseconds(node.configuration.heartbeatIntervalMilliseconds)
         await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                do {
-                    try await Task.sleep(for: interval)
-                } catch {
-                    break
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    var beats = 0
+                    while !Task.isCancelled {
+                        do {
+                            try await Task.sleep(for: interval)
+                        } catch {
+                            break
+                        }
+                        await node.heartbeatOnce()
+                        beats += 1
+                        // Reconcile every second heartbeat: a lost bus message heals within ~2 intervals.
+                        if beats % 2 == 0 { await node.reconcileSharedState() }
+                    }
                 }
-                await node.heartbeatOnce()
+                group.addTask {
+                    let subscriber = link.makeSubscriber()
+                    for await event in subscriber.events(channels: [link.keys.busChannel]) {
+                        switch event {
+                        case .subscribed:
+                            // Messages may have been missed while unsubscribed: catch up now.
+                            await node.reconcileSharedState()
+                        case .message(_, let payload):
+                            await node.receiveBusMessage(payload)
+                        case .disconnected:
+                            break
+                        }
+                    }
+                    await subscriber.close()
+                }
             }
         }
     }

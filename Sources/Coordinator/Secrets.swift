@@ -1,4 +1,5 @@
 import Crypto
+import Foundation
 
 /// Token secrets, ids and their hashes. Only SHA-256 digests of secrets are ever stored.
 public enum Secrets {
@@ -100,6 +101,16 @@ public enum Secrets {
     static func randomBytes(_ count: Int) -> [UInt8] {
         var generator = SystemRandomNumberGenerator()
         return (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    }
+
+    /// Standard base64 with padding (RFC 4648 §4), for bus frames.
+    public static func base64(_ bytes: [UInt8]) -> String {
+        Data(bytes).base64EncodedString()
+    }
+
+    /// Bytes from standard base64, or `nil`.
+    public static func unbase64(_ text: [UInt8]) -> [UInt8]? {
+        Data(base64Encoded: Data(text)).map { Array($0) }
     }
 
     /// Unpadded base64url (RFC 4648 §5).

@@ -88,6 +88,56 @@ public final class ClusterLink: Sendable {
         return (now, members)
     }
 
+    // MARK: Bus and shared configuration
+
+    /// Publishes a signed bus frame (base64, so any byte survives the text protocol).
+    public func publish(_ frame: [UInt8]) async throws(RedisError) {
+        _ = try await redis.send(["PUBLISH", keys.busChannel, Secrets.base64(frame)], deadline: deadline * 10)
+    }
+
+    /// A dedicated subscriber connection to the same Redis.
+    public func makeSubscriber() -> RedisSubscriber {
+        RedisSubscriber(configuration: redis.configuration)
+    }
+
+    /// Writes a shared configuration document (`kind`: policies or breakers) to the cluster's hash.
+    public func putSharedDocument(kind: String, name: String, json: String) async throws(RedisError) {
+        _ = try await redis.send(["HSET", keys.sharedDocuments(kind), name, json], deadline: deadline * 10)
+    }
+
+    /// Seeds a document only if the cluster has none of that name; returns whether it was written.
+    public func seedSharedDocument(kind: String, name: String, json: String) async throws(RedisError) -> Bool {
+        try await redis.send(["HSETNX", keys.sharedDocuments(kind), name, json], deadline: deadline * 10).integer == 1
+    }
+
+    /// One shared document of `kind`, or `nil`.
+    public func sharedDocument(kind: String, name: String) async throws(RedisError) -> String? {
+        try await redis.send(["HGET", keys.sharedDocuments(kind), name], deadline: deadline * 10).string
+    }
+
+    /// Every shared configuration document of `kind`, by name.
+    public func sharedDocuments(kind: String) async throws(RedisError) -> [String: String] {
+        let reply = try await redis.send(["HGETALL", keys.sharedDocuments(kind)], deadline: deadline * 10)
+        var documents: [String: String] = [:]
+        let items = reply.array ?? []
+        var index = 0
+        while index + 1 < items.count {
+            if let name = items[index].string, let json = items[index + 1].string { documents[name] = json }
+            index += 2
+        }
+        return documents
+    }
+
+    /// Adds a token id to the cluster's revocation set.
+    public func addRevocation(_ tokenID: String) async throws(RedisError) {
+        _ = try await redis.send(["SADD", keys.revokedTokens, tokenID], deadline: deadline * 10)
+    }
+
+    /// Every revoked token id of the cluster.
+    public func revocations() async throws(RedisError) -> [String] {
+        (try await redis.send(["SMEMBERS", keys.revokedTokens], deadline: deadline * 10).array ?? []).compactMap(\.string)
+    }
+
     /// Whether `error` means Redis is unreachable or too slow (as opposed to a refused command or a
     /// cancelled caller), i.e. whether shared state should be considered lost.
     public static func isLossOfRedis(_ error: RedisError) -> Bool {

@@ -261,6 +261,10 @@ public struct ClusterKeys: Sendable, Equatable {
     public func breakerVotes(_ name: String) -> String { "coord:\(cluster):br:{\(name)}:votes" }
     /// Prefix of the half-open probe lease slots of breaker `name`.
     public func breakerProbes(_ name: String) -> String { "coord:\(cluster):br:{\(name)}:probe" }
+    /// Hash of shared configuration documents of `kind` (`policies`, `breakers`): name → JSON.
+    public func sharedDocuments(_ kind: String) -> String { "coord:\(cluster):config:\(kind)" }
+    /// Set of revoked token ids.
+    public var revokedTokens: String { "coord:\(cluster):revoked" }
     /// Per-node window counters of breaker `name` (aggregate sharing).
     public func breakerCounters(_ name: String) -> String { "coord:\(cluster):br:{\(name)}:agg" }
 }

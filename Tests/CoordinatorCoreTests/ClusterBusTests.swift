@@ -128,7 +128,7 @@ struct ClusterBusTests {
 
     @Test("random bytes, random tails after a valid header, and random byte edits never crash or pass")
     func fuzz() {
-        var random = ClusterRandom(seed: 0xF022)
+        var random = SplitMix64(seed: 0xF022)
         let frame = sample.encode(authenticator: auth)
         var reasons: [String: Int] = [:]
         for round in 0..<20_000 {

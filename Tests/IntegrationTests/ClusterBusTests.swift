@@ -25,6 +25,16 @@ struct ClusterBusTests {
         return try await CoordinatorNode.start(configuration: configuration, logger: logger).node
     }
 
+    /// Runs every node's `ClusterService` (heartbeat, reconciliation, bus) until the task is cancelled.
+    func runClusterServices(_ nodes: [CoordinatorNode]) -> Task<Void, any Error> {
+        Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for node in nodes { group.addTask { try await ClusterService(node: node).run() } }
+                try await group.waitForAll()
+            }
+        }
+    }
+
     /// Polls `condition` every 50 ms for up to `seconds`.
     func eventually(_ seconds: Double = 5, _ condition: () async throws -> Bool) async throws -> Bool {
         let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
@@ -40,11 +50,7 @@ struct ClusterBusTests {
         let cluster = TestEnvironment.uniqueName("c")
         let a = try await startNode(cluster: cluster, nodeID: "a")
         let b = try await startNode(cluster: cluster, nodeID: "b")
-        let services = Task { try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await ClusterService(node: a).run() }
-            group.addTask { try await ClusterService(node: b).run() }
-            try await group.waitForAll()
-        } }
+        let services = runClusterServices([a, b])
         defer { services.cancel() }
 
         let policy = LimitPolicy(limits: [LimitSpec(rate: 7, periodMs: 1000, burst: 7)])
@@ -67,11 +73,7 @@ struct ClusterBusTests {
         let cluster = TestEnvironment.uniqueName("c")
         let a = try await startNode(cluster: cluster, nodeID: "a")
         let b = try await startNode(cluster: cluster, nodeID: "b")
-        let services = Task { try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await ClusterService(node: a).run() }
-            group.addTask { try await ClusterService(node: b).run() }
-            try await group.waitForAll()
-        } }
+        let services = runClusterServices([a, b])
         defer { services.cancel() }
 
         let created = try await a.createToken(subject: "svc", policy: nil, ttlSeconds: 3600)

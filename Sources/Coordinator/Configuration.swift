@@ -58,6 +58,9 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var onSharedStateLoss: SharedStateLossMode = .localShare
     /// Deadline of a hot-path Redis call, in milliseconds.
     public var redisDeadlineMilliseconds: Int64 = 50
+    /// How breakers are shared in cluster mode: `any` (one node's trip opens the breaker everywhere) or
+    /// `local` (no sharing).
+    public var breakerSharing: BreakerSharing = .any
     /// Heartbeat period, in milliseconds; a member silent for 3 periods leaves the live set.
     public var heartbeatIntervalMilliseconds: Int64 = 1_000
 
@@ -181,6 +184,7 @@ public enum ConfigurationLoader {
         .init(path: "onSharedStateLoss", kind: .choice(SharedStateLossMode.allCases.map(\.rawValue)), help: "Limits while Redis is unreachable."),
         .init(path: "redisDeadlineMs", kind: .integer(1...10_000), help: "Deadline of a hot-path Redis call."),
         .init(path: "heartbeatIntervalMs", kind: .integer(100...60_000), help: "Membership heartbeat period."),
+        .init(path: "breakers.sharing", kind: .choice(["any", "local"]), help: "Breaker sharing in cluster mode."),
     ]
 
     /// Command-line overrides, applied last.
@@ -372,6 +376,7 @@ public enum ConfigurationLoader {
             case "sqlite.synchronous": configuration.sqliteSynchronous = SQLiteSynchronous(rawValue: text)!
             case "log.level": configuration.logLevel = text
             case "onSharedStateLoss": configuration.onSharedStateLoss = SharedStateLossMode(rawValue: text)!
+            case "breakers.sharing": configuration.breakerSharing = text == "local" ? .local : .any
             default: break
             }
         case .object:

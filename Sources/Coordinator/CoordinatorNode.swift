@@ -59,6 +59,10 @@ public actor CoordinatorNode {
     private let busAuthenticator: HMACBusAuthenticator?
     private var busAccepted: [String: Int] = [:]
     private var busRejected: [String: Int] = [:]
+    /// The cluster side of each shared breaker (cluster mode).
+    private var sharedBreakers: [String: SharedBreakerCoordinator] = [:]
+    /// The last Redis time heard and when (monotonic), to estimate Redis's clock between heartbeats.
+    private var redisSampleAt: Instant?
     /// Revocations already applied from the cluster's set.
     private var appliedRevocations: Set<String> = []
     private var heardFromRedis = false
@@ -452,6 +456,7 @@ public actor CoordinatorNode {
 
     private func applyHeartbeat(nowMs: Int64, members: [(String, Int64)]) {
         lastRedisNowMs = max(lastRedisNowMs, nowMs)
+        redisSampleAt = clock.monotonicNow()
         heardFromRedis = true
         busInbox.replayGuard.observe(redisTimeMs: nowMs)
         _ = busInbox.replayGuard.sweep()
@@ -573,6 +578,11 @@ public actor CoordinatorNode {
             case .tokenRevoked:
                 guard let id = reader.readShortString() else { return noteBusRejection("bad_payload") }
                 await applyRevocation(id)
+            case .breakerState:
+                guard let (name, record) = SharedBreakerState.decodePayload(envelope.payload), ResourceName.isValid(name) else {
+                    return noteBusRejection("bad_payload")
+                }
+                await receiveSharedBreaker(name, record)
             default:
                 break  // Kinds for shared breakers are handled once breaker sharing is wired in.
             }
@@ -614,8 +624,89 @@ public actor CoordinatorNode {
             for id in try await cluster.revocations() where !appliedRevocations.contains(id) {
                 await applyRevocation(id)
             }
+            if configuration.breakerSharing != .local {
+                for name in breakers.keys.sorted() {
+                    let (record, now) = try await cluster.breakerSnapshot(name)
+                    noteRedisTime(now)
+                    if let record { await receiveSharedBreaker(name, record) }
+                }
+            }
         } catch {
             logger.warning("reconciliation with the cluster failed; retrying next interval", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: Shared breakers (cluster mode)
+
+    /// Redis's clock now, estimated from the last heartbeat plus the monotonic time since.
+    private func redisNowEstimate() -> Int64 {
+        guard let at = redisSampleAt else { return lastRedisNowMs }
+        return lastRedisNowMs + (clock.monotonicNow() - at).nanoseconds / 1_000_000
+    }
+
+    private func noteRedisTime(_ nowMs: Int64) {
+        if nowMs > redisNowEstimate() {
+            lastRedisNowMs = nowMs
+            redisSampleAt = clock.monotonicNow()
+        }
+    }
+
+    /// A cluster record of breaker `name` (bus, snapshot or script answer).
+    private func receiveSharedBreaker(_ name: String, _ record: SharedBreakerState) async {
+        guard configuration.breakerSharing != .local else { return }
+        if breakers[name] == nil {
+            guard breakers.count < configuration.maxBreakers else { return }
+            breakers[name] = CircuitBreaker(config: breakerConfigs[name] ?? configuration.defaultBreakerConfig, now: clock.monotonicNow())
+            metrics.breakerState(name, state: .closed)
+        }
+        var coordinator = sharedBreakers[name] ?? SharedBreakerCoordinator(nodeID: nodeID, sharing: configuration.breakerSharing)
+        let actions = coordinator.receive(record)
+        sharedBreakers[name] = coordinator
+        await perform(actions, breaker: name)
+    }
+
+    /// Carries out what a breaker's cluster side decided.
+    private func perform(_ actions: [SharedBreakerAction], breaker name: String) async {
+        for action in actions {
+            switch action {
+            case .adopt(let record):
+                let now = clock.monotonicNow()
+                let openUntil = record.localOpenUntil(redisNowMs: redisNowEstimate(), now: now)
+                if let transition = breakers[name]?.adopt(state: record.state, openUntil: openUntil, now: now) {
+                    metrics.breakerTransition(name, transition)
+                    logger.notice(
+                        "breaker follows the cluster",
+                        metadata: ["breaker": "\(name)", "to": "\(record.state.rawValue)", "origin": "\(record.originNode)", "version": "\(record.version)"])
+                }
+            case .propose(let proposal):
+                await propose(proposal, breaker: name)
+            case .castVote, .flushCounters:
+                break  // quorum and aggregate sharing are not offered yet (breakers.sharing: any | local).
+            }
+        }
+    }
+
+    /// Runs the compare-and-set script; its answer (written or current record) goes back to the
+    /// breaker's cluster side, which adopts a newer record.
+    private func propose(_ proposal: SharedBreakerProposal, breaker name: String) async {
+        guard let cluster, let authenticator = busAuthenticator else { return }
+        let estimate = redisNowEstimate()
+        let announced = SharedBreakerState(
+            state: proposal.state, version: (proposal.expectedVersion ?? sharedBreakers[name]?.epoch ?? 0) + 1,
+            openUntilRedisMs: proposal.openWaitMs.map { estimate + $0 }, reason: proposal.reason, originNode: nodeID,
+            changedAtRedisMs: estimate, consecutiveOpenings: proposal.consecutiveOpenings)
+        let frame = busSender.envelope(kind: .breakerState, payload: announced.encodePayload(breaker: name), redisTimeMs: max(estimate, 1))
+            .encode(authenticator: authenticator)
+        do {
+            let (_, record, now) = try await cluster.transitionBreaker(name, proposal: proposal, frame: frame)
+            noteRedisTime(now)
+            var coordinator = sharedBreakers[name] ?? SharedBreakerCoordinator(nodeID: nodeID, sharing: configuration.breakerSharing)
+            let actions = coordinator.receive(record)
+            sharedBreakers[name] = coordinator
+            await perform(actions, breaker: name)
+        } catch {
+            sharedBreakers[name]?.proposalFailed()
+            logger.warning("could not share a breaker transition; the next reconciliation retries", metadata: ["breaker": "\(name)", "error": "\(error)"])
         }
     }
 
@@ -778,11 +869,20 @@ public actor CoordinatorNode {
 
     private func status(of name: String, now: Instant) -> BreakerStatus? {
         guard let breaker = breakers[name] else { return nil }
-        return BreakerStatus(name: name, snapshot: breaker.snapshot(now: now), outstandingPermits: outstandingByBreaker[name] ?? 0, sharing: "local")
+        let sharing = cluster != nil ? configuration.breakerSharing.description : "local"
+        return BreakerStatus(name: name, snapshot: breaker.snapshot(now: now), outstandingPermits: outstandingByBreaker[name] ?? 0, sharing: sharing)
     }
 
     private func noteTransition(_ name: String, _ transition: BreakerTransition) {
         metrics.breakerTransition(name, transition)
+        if cluster != nil, configuration.breakerSharing != .local, let config = breakers[name]?.config {
+            var coordinator = sharedBreakers[name] ?? SharedBreakerCoordinator(nodeID: nodeID, sharing: configuration.breakerSharing)
+            let actions = coordinator.localTransition(transition, config: config, atRedisMs: redisNowEstimate())
+            sharedBreakers[name] = coordinator
+            if !actions.isEmpty {
+                Task { await self.perform(actions, breaker: name) }
+            }
+        }
         logger.notice(
             "breaker transition",
             metadata: [

@@ -12,6 +12,8 @@ public final class ClusterLink: Sendable {
     static let gcraScript = RedisScript(ClusterScripts.gcra)
     static let slidingWindowScript = RedisScript(ClusterScripts.slidingWindow)
     static let heartbeatScript = RedisScript(ClusterScripts.heartbeat)
+    static let breakerTransitionScript = RedisScript(ClusterScripts.breakerTransition)
+    static let breakerSnapshotScript = RedisScript(ClusterScripts.breakerSnapshot)
 
     /// Connects (in the background) to `url`; every hot-path call is bounded by `deadline`.
     public init(url: String, cluster: String, nodeID: String, deadline: Duration) throws {
@@ -136,6 +138,52 @@ public final class ClusterLink: Sendable {
     /// Every revoked token id of the cluster.
     public func revocations() async throws(RedisError) -> [String] {
         (try await redis.send(["SMEMBERS", keys.revokedTokens], deadline: deadline * 10).array ?? []).compactMap(\.string)
+    }
+
+    // MARK: Shared breakers
+
+    /// Runs the compare-and-set transition of breaker `name`; publishes `frame` when it applies.
+    /// Returns whether it applied, the record now in Redis, and Redis's time.
+    public func transitionBreaker(
+        _ name: String, proposal: SharedBreakerProposal, frame: [UInt8]
+    ) async throws(RedisError) -> (applied: Bool, record: SharedBreakerState, nowMs: Int64) {
+        let reply = try await redis.evalSHA(
+            Self.breakerTransitionScript, keys: [keys.breakerState(name)],
+            arguments: [
+                proposal.expectedVersion.map { String($0) } ?? "-1", proposal.state.rawValue, String(proposal.openWaitMs ?? 0),
+                proposal.reason.rawValue, proposal.originNode, keys.busChannel, Secrets.base64(frame),
+                String(proposal.consecutiveOpenings),
+            ],
+            deadline: deadline * 10
+        )
+        guard let items = reply.array, items.count >= 9, let applied = items[0].integer, let record = Self.record(items[1...]),
+            let now = items[5].integer
+        else { throw RedisError(code: .protocolError, message: "unexpected breaker transition reply \(reply)") }
+        return (applied == 1, record, now)
+    }
+
+    /// The record of breaker `name` in Redis (`nil` when the cluster never changed it) and Redis's time.
+    public func breakerSnapshot(_ name: String) async throws(RedisError) -> (record: SharedBreakerState?, nowMs: Int64) {
+        let reply = try await redis.evalSHA(Self.breakerSnapshotScript, keys: [keys.breakerState(name)], arguments: [], deadline: deadline * 10)
+        guard let items = reply.array, items.count >= 8, let version = items[0].integer, let now = items[4].integer else {
+            throw RedisError(code: .protocolError, message: "unexpected breaker snapshot reply \(reply)")
+        }
+        guard version > 0 else { return (nil, now) }
+        return (Self.record(items[...]), now)
+    }
+
+    /// `{version, state, openUntil, since, now, reason, origin, openings}` → record.
+    static func record(_ items: ArraySlice<RedisReply>) -> SharedBreakerState? {
+        let values = Array(items)
+        guard values.count >= 8, let version = values[0].integer, let stateText = values[1].string,
+            let state = BreakerState(rawValue: stateText), let openUntil = values[2].integer, let since = values[3].integer
+        else { return nil }
+        return SharedBreakerState(
+            state: state, version: UInt64(max(0, version)), openUntilRedisMs: openUntil > 0 ? openUntil : nil,
+            reason: values[5].string.flatMap(TransitionReason.init(rawValue:)) ?? .remote,
+            originNode: values[6].string ?? "", changedAtRedisMs: since,
+            consecutiveOpenings: Int(values[7].integer ?? 0)
+        )
     }
 
     /// Whether `error` means Redis is unreachable or too slow (as opposed to a refused command or a

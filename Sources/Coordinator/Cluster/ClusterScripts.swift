@@ -151,38 +151,41 @@ public enum ClusterScripts {
 
     /// Compare-and-set of a shared breaker's authoritative state, and its announcement, in one step.
     ///
-    /// `KEYS[1]`: the breaker's state hash. `ARGV`: expected version, new state, open wait in ms
-    /// (0 unless the new state is open), reason, origin node, channel, message to publish (signed by
-    /// the origin; it names the new version, expected + 1). Moving an open breaker to half-open before
-    /// its `openUntil` (by Redis time) is refused like a stale version.
-    /// Returns `{applied (0/1), version, state, openUntilMs, sinceMs, nowMs}` — on a failed compare,
-    /// the state that is there, so the caller adopts it instead.
+    /// `KEYS[1]`: the breaker's state hash. `ARGV`: expected version (`-1`: unconditional, for operator
+    /// commands), new state, open wait in ms (0 unless the new state is open), reason, origin node,
+    /// channel, message to publish (signed by the origin; it names the new version, expected + 1),
+    /// consecutive openings. Moving an open breaker to half-open before its `openUntil` (by Redis time)
+    /// is refused like a stale version.
+    /// Returns `{applied (0/1), version, state, openUntilMs, sinceMs, nowMs, reason, origin, openings}` —
+    /// on a failed compare, the state that is there, so the caller adopts it instead.
     public static let breakerTransition = #"""
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    local h = redis.call('HMGET', KEYS[1], 'version', 'state', 'openUntil', 'since')
+    local h = redis.call('HMGET', KEYS[1], 'version', 'state', 'openUntil', 'since', 'reason', 'origin', 'openings')
     local version = tonumber(h[1] or 0)
-    if version ~= tonumber(ARGV[1]) then
-      return {0, version, h[2] or 'closed', tonumber(h[3] or 0), tonumber(h[4] or 0), now}
+    local function current()
+      return {0, version, h[2] or 'closed', tonumber(h[3] or 0), tonumber(h[4] or 0), now,
+        h[5] or 'reconfigured', h[6] or '', tonumber(h[7] or 0)}
     end
-    if ARGV[2] == 'half_open' and h[2] == 'open' and now < tonumber(h[3] or 0) then
-      return {0, version, h[2], tonumber(h[3] or 0), tonumber(h[4] or 0), now}
-    end
+    if ARGV[1] ~= '-1' and version ~= tonumber(ARGV[1]) then return current() end
+    if ARGV[2] == 'half_open' and h[2] == 'open' and now < tonumber(h[3] or 0) then return current() end
     local openUntil = 0
     if ARGV[2] == 'open' then openUntil = now + tonumber(ARGV[3]) end
     version = version + 1
     redis.call('HSET', KEYS[1], 'version', version, 'state', ARGV[2], 'openUntil', openUntil,
-      'reason', ARGV[4], 'origin', ARGV[5], 'since', now)
+      'reason', ARGV[4], 'origin', ARGV[5], 'since', now, 'openings', tonumber(ARGV[8] or 0))
     redis.call('PUBLISH', ARGV[6], ARGV[7])
-    return {1, version, ARGV[2], openUntil, now, now}
+    return {1, version, ARGV[2], openUntil, now, now, ARGV[4], ARGV[5], tonumber(ARGV[8] or 0)}
     """#
 
-    /// Reads a shared breaker's state with Redis's time: `{version, state, openUntilMs, sinceMs, nowMs}`.
+    /// Reads a shared breaker's state with Redis's time:
+    /// `{version, state, openUntilMs, sinceMs, nowMs, reason, origin, openings}`.
     public static let breakerSnapshot = #"""
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    local h = redis.call('HMGET', KEYS[1], 'version', 'state', 'openUntil', 'since')
-    return {tonumber(h[1] or 0), h[2] or 'closed', tonumber(h[3] or 0), tonumber(h[4] or 0), now}
+    local h = redis.call('HMGET', KEYS[1], 'version', 'state', 'openUntil', 'since', 'reason', 'origin', 'openings')
+    return {tonumber(h[1] or 0), h[2] or 'closed', tonumber(h[3] or 0), tonumber(h[4] or 0), now,
+      h[5] or 'reconfigured', h[6] or '', tonumber(h[7] or 0)}
     """#
 
     /// A trip vote for `quorum(n)` sharing: records this node's vote, forgets votes older than the

@@ -1,0 +1,88 @@
+import Coordinator
+import CoordinatorCore
+import Foundation
+import Logging
+import Testing
+
+/// Shared breakers (`breakers.sharing: any`) against real Redis.
+@Suite("Shared breakers (real Redis)", .serialized)
+struct SharedBreakerTests {
+    func startNode(cluster: String, nodeID: String, directory: String? = nil) async throws -> CoordinatorNode {
+        var configuration = NodeConfiguration()
+        configuration.dataDirectory = directory ?? NSTemporaryDirectory() + "coordinator-sb-\(UUID().uuidString)"
+        configuration.sqliteSynchronous = .normal
+        configuration.redisURL = try TestEnvironment.redisURL
+        configuration.clusterName = cluster
+        configuration.clusterSecret = ClusterModeTests.secret
+        configuration.nodeID = nodeID
+        configuration.redisDeadlineMilliseconds = 2_000
+        configuration.heartbeatIntervalMilliseconds = 200
+        var logger = Logger(label: "shared-breaker-test")
+        logger.logLevel = .critical
+        return try await CoordinatorNode.start(configuration: configuration, logger: logger).node
+    }
+
+    func eventually(_ seconds: Double = 5, _ condition: () async throws -> Bool) async throws -> Bool {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        while ContinuousClock.now < deadline {
+            if try await condition() { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return try await condition()
+    }
+
+    func runServices(_ nodes: [CoordinatorNode]) -> Task<Void, any Error> {
+        Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for node in nodes { group.addTask { try await ClusterService(node: node).run() } }
+                try await group.waitForAll()
+            }
+        }
+    }
+
+    @Test("one node's trip opens the breaker on every node; an operator close closes it everywhere; a restarted node comes up open")
+    func tripPropagates() async throws {
+        let cluster = TestEnvironment.uniqueName("c")
+        let directoryB = NSTemporaryDirectory() + "coordinator-sb-b-\(UUID().uuidString)"
+        let a = try await startNode(cluster: cluster, nodeID: "a")
+        let b = try await startNode(cluster: cluster, nodeID: "b", directory: directoryB)
+        let services = runServices([a, b])
+        defer { services.cancel() }
+
+        var config = BreakerConfig.default
+        config.window = .init(type: .count, size: 4)
+        config.minimumCalls = 4
+        config.openWaitMs = 60_000
+        _ = try await a.configureBreaker(name: "payments", config: config)
+        #expect(try await eventually { await b.breakerStatus("payments")?.snapshot.config.minimumCalls == 4 })
+
+        for outcome in [CallOutcome.success, .success, .failure, .failure] {
+            let permit = try await a.acquire(breaker: "payments")
+            _ = try await a.record(breaker: "payments", permitID: permit.permitID!, outcome: outcome, durationMilliseconds: 1)
+        }
+        #expect(await a.breakerStatus("payments")?.snapshot.state == .open)
+        let started = ContinuousClock.now
+        #expect(try await eventually { await b.breakerStatus("payments")?.snapshot.state == .open })
+        let propagation = ContinuousClock.now - started
+        #expect(propagation < .seconds(2), "trip reached b after \(propagation)")
+        let refused = try await b.acquire(breaker: "payments")
+        #expect(!refused.permitted)
+        #expect((refused.retryAfter ?? .zero) > .seconds(50), "b waits the cluster's open wait, not its own")
+
+        // A node restarted while the breaker is open comes up open.
+        services.cancel()
+        await b.shutdown()
+        let b2 = try await startNode(cluster: cluster, nodeID: "b", directory: directoryB)
+        #expect(await b2.breakerStatus("payments")?.snapshot.state == .open)
+
+        // An operator command on any node applies to the whole cluster.
+        let services2 = runServices([a, b2])
+        defer { services2.cancel() }
+        _ = try await b2.setBreakerState(name: "payments", state: .closed)
+        #expect(try await eventually { await a.breakerStatus("payments")?.snapshot.state == .closed })
+        #expect(try await a.acquire(breaker: "payments").permitted)
+        services2.cancel()
+        await a.shutdown()
+        await b2.shutdown()
+    }
+}

@@ -80,6 +80,8 @@ public actor CoordinatorNode {
         var permit: BreakerPermit
         var acquiredAt: Instant
         var expiresAt: Instant
+        /// The cluster half-open round this permit holds a probe slot of (cluster mode).
+        var probeRound: UInt64? = nil
     }
 
     /// Setting keys in the store.
@@ -686,6 +688,34 @@ public actor CoordinatorNode {
         }
     }
 
+    /// Reports a cluster probe's outcome; the reporter that completes the round proposes its verdict
+    /// (closed, or open again with the cluster's backoff) for every node. An ignored probe gives its
+    /// slot back instead.
+    private func reportProbe(_ name: String, round: UInt64, outcome: CallOutcome, duration: Span) async {
+        guard let cluster, let config = breakers[name]?.config ?? breakerConfigs[name] else { return }
+        do {
+            if outcome == .ignored {
+                try await cluster.returnProbe(name, round: round)
+                return
+            }
+            let slow = duration > config.slowCallDuration
+            let (done, failed, slowCount) = try await cluster.reportProbe(
+                name, round: round, failed: outcome == .failure, slow: slow, ttlMs: 2 * config.permitTimeoutMs)
+            guard done == config.halfOpenPermittedCalls else { return }
+            let total = Double(done)
+            let reopen = Double(failed) * 100 / total >= config.failureRateThreshold
+                || Double(slowCount) * 100 / total >= config.slowCallRateThreshold
+            let openings = (sharedBreakers[name]?.known?.consecutiveOpenings ?? 0)
+            let proposal = SharedBreakerProposal(
+                expectedVersion: round, state: reopen ? .open : .closed, reason: reopen ? .probesFailed : .probesSucceeded,
+                originNode: nodeID, openWaitMs: reopen ? config.openWaitMs(forOpening: openings + 1) : nil,
+                consecutiveOpenings: reopen ? openings + 1 : 0)
+            await propose(proposal, breaker: name)
+        } catch {
+            logger.warning("could not report a probe to the cluster", metadata: ["breaker": "\(name)", "error": "\(error)"])
+        }
+    }
+
     /// Runs the compare-and-set script; its answer (written or current record) goes back to the
     /// breaker's cluster side, which adopts a newer record.
     private func propose(_ proposal: SharedBreakerProposal, breaker name: String) async {
@@ -713,7 +743,7 @@ public actor CoordinatorNode {
     // MARK: Breakers
 
     /// Asks breaker `name` for permission to call. Unknown names are created from the default config.
-    public func acquire(breaker name: String) throws(CoordinatorError) -> BreakerAcquireResult {
+    public func acquire(breaker name: String) async throws(CoordinatorError) -> BreakerAcquireResult {
         try ensureRunning()
         try ensureBreakerExists(name)
         guard permits.count < configuration.maxOutstandingPermits else {
@@ -727,19 +757,38 @@ public actor CoordinatorNode {
             metrics.breakerCall(name, result: "rejected")
             return BreakerAcquireResult(breaker: name, permitted: false, permitID: nil, state: breakers[name]!.state, retryAfter: acquisition.retryAfter)
         }
+        // Cluster mode: a half-open probe also needs one of the cluster's probe slots, so exactly
+        // `halfOpenPermittedCalls` probes run cluster-wide.
+        var probeRound: UInt64?
+        if permit.state == .halfOpen, let cluster, configuration.breakerSharing != .local,
+            let record = sharedBreakers[name]?.known, record.state == .open {
+            let config = breakers[name]!.config
+            do {
+                if try await cluster.acquireProbe(name, round: record.version, permitted: config.halfOpenPermittedCalls, ttlMs: 2 * config.permitTimeoutMs) {
+                    probeRound = record.version
+                } else {
+                    _ = breakers[name]?.record(.ignored, duration: .zero, permit: permit, now: clock.monotonicNow())
+                    metrics.breakerCall(name, result: "rejected")
+                    return BreakerAcquireResult(breaker: name, permitted: false, permitID: nil, state: breakers[name]?.state ?? .halfOpen, retryAfter: nil)
+                }
+            } catch {
+                // Redis unreachable: probe locally rather than never (degraded, like limits).
+                logger.warning("probe slot unavailable from the cluster; probing locally", metadata: ["breaker": "\(name)", "error": "\(error)"])
+            }
+        }
         let id = Secrets.newPermitID()
-        let timeout = Span.milliseconds(breakers[name]!.config.permitTimeoutMs)
-        permits[id] = OutstandingPermit(breaker: name, permit: permit, acquiredAt: now, expiresAt: now + timeout)
+        let timeout = Span.milliseconds(breakers[name]?.config.permitTimeoutMs ?? 60_000)
+        permits[id] = OutstandingPermit(breaker: name, permit: permit, acquiredAt: now, expiresAt: now + timeout, probeRound: probeRound)
         outstandingByBreaker[name, default: 0] += 1
         metrics.breakerCall(name, result: "permitted")
-        return BreakerAcquireResult(breaker: name, permitted: true, permitID: id, state: breakers[name]!.state, retryAfter: nil)
+        return BreakerAcquireResult(breaker: name, permitted: true, permitID: id, state: breakers[name]?.state ?? .halfOpen, retryAfter: nil)
     }
 
     /// Records the outcome of a permitted call. A permit is single-use: recording it twice, or
     /// recording an unknown or expired permit, fails with 409.
     public func record(
         breaker name: String, permitID: String, outcome: CallOutcome, durationMilliseconds: Int64
-    ) throws(CoordinatorError) -> BreakerStatus {
+    ) async throws(CoordinatorError) -> BreakerStatus {
         try ensureRunning()
         guard ResourceName.isValid(name) else { throw CoordinatorError(.invalidName, "breaker names must match [A-Za-z0-9._:-]{1,128}") }
         guard durationMilliseconds >= 0, durationMilliseconds <= 86_400_000 * 7 else {
@@ -764,7 +813,10 @@ public actor CoordinatorNode {
             }
             metrics.breakerOutcome(name, outcome: outcome)
         }
-        return status(of: name, now: now)!
+        if let round = outstanding.probeRound {
+            await reportProbe(name, round: round, outcome: outcome, duration: .milliseconds(durationMilliseconds))
+        }
+        return status(of: name, now: clock.monotonicNow())!
     }
 
     /// Every breaker's status, ordered by name.
@@ -1072,7 +1124,7 @@ public actor CoordinatorNode {
         // No suspension point from here on: the breaker permit and the limiter decision are one step.
         var acquisition: BreakerAcquireResult?
         if let breaker {
-            let acquired = try acquire(breaker: breaker)
+            let acquired = try await acquire(breaker: breaker)
             if !acquired.permitted {
                 metrics.admit("breaker")
                 return AdmitResult(allowed: false, refusedBy: .breaker, token: token, breaker: acquired)
@@ -1229,6 +1281,10 @@ public actor CoordinatorNode {
             let duration = outstanding.expiresAt - outstanding.acquiredAt
             if let transition = breakers[outstanding.breaker]?.record(.failure, duration: duration, permit: outstanding.permit, now: now) {
                 noteTransition(outstanding.breaker, transition)
+            }
+            if let round = outstanding.probeRound {
+                let name = outstanding.breaker
+                Task { await self.reportProbe(name, round: round, outcome: .failure, duration: duration) }
             }
         }
         for name in breakers.keys {

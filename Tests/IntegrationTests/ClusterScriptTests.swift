@@ -151,19 +151,26 @@ struct ClusterScriptTests {
         await redis.close()
     }
 
-    @Test("half-open probe leases: exactly n slots cluster-wide; only the holder releases")
-    func probeLeases() async throws {
+    @Test("half-open probe rounds: exactly n slots cluster-wide, returned slots reusable, one reporter completes the round")
+    func probeRounds() async throws {
         let redis = try await connect()
-        let prefix = keys.breakerProbes("api")
-        func lease(_ holder: String) async throws -> Int64 {
-            try await requireValue(try await redis.send(["EVAL", ClusterScripts.probeLease, "1", prefix, "2", "10000", holder]).integer)
+        let round = keys.breakerProbeRound("api", round: 7)
+        func acquire() async throws -> Int64 {
+            try await requireValue(try await redis.send(["EVAL", ClusterScripts.probeAcquire, "1", round, "2", "10000"]).integer)
         }
-        #expect(try await lease("a:1") == 1)
-        #expect(try await lease("b:1") == 2)
-        #expect(try await lease("c:1") == 0)
-        #expect(try await redis.send(["EVAL", ClusterScripts.probeRelease, "1", prefix + ":1", "someone-else"]) == .integer(0))
-        #expect(try await redis.send(["EVAL", ClusterScripts.probeRelease, "1", prefix + ":1", "a:1"]) == .integer(1))
-        #expect(try await lease("c:1") == 1)
+        #expect(try await acquire() == 1)
+        #expect(try await acquire() == 2)
+        #expect(try await acquire() == 0)
+        #expect(try await redis.send(["EVAL", ClusterScripts.probeReturn, "1", round]) == .integer(1))
+        #expect(try await acquire() == 2)
+        func report(failed: Bool) async throws -> [Int64] {
+            let reply = try await redis.send(["EVAL", ClusterScripts.probeReport, "1", round, failed ? "1" : "0", "0", "10000"])
+            let values = reply.array?.compactMap(\.integer)
+            return try #require(values)
+        }
+        #expect(try await report(failed: false) == [1, 0, 0])
+        #expect(try await report(failed: true) == [2, 1, 0])
+        #expect(try await redis.send(["EVAL", ClusterScripts.probeReturn, "1", round]) == .integer(0), "a completed slot cannot be returned")
         await redis.close()
     }
 

@@ -85,4 +85,46 @@ struct SharedBreakerTests {
         await a.shutdown()
         await b2.shutdown()
     }
+
+    @Test("half-open: exactly the configured number of probes run cluster-wide, and their verdict closes every node")
+    func probesAcrossNodes() async throws {
+        let cluster = TestEnvironment.uniqueName("c")
+        var nodes: [CoordinatorNode] = []
+        for id in ["a", "b", "c"] { nodes.append(try await startNode(cluster: cluster, nodeID: id)) }
+        let services = runServices(nodes)
+        defer { services.cancel() }
+        var config = BreakerConfig.default
+        config.window = .init(type: .count, size: 4)
+        config.minimumCalls = 4
+        config.openWaitMs = 300
+        config.halfOpenPermittedCalls = 3
+        _ = try await nodes[0].configureBreaker(name: "upstream", config: config)
+        for node in nodes.dropFirst() {
+            #expect(try await eventually { await node.breakerStatus("upstream")?.snapshot.config.halfOpenPermittedCalls == 3 })
+        }
+        for outcome in [CallOutcome.failure, .failure, .failure, .success] {
+            let permit = try await nodes[0].acquire(breaker: "upstream")
+            _ = try await nodes[0].record(breaker: "upstream", permitID: permit.permitID!, outcome: outcome, durationMilliseconds: 1)
+        }
+        for node in nodes {
+            #expect(try await eventually { await node.breakerStatus("upstream")?.snapshot.state == .open })
+        }
+        try await Task.sleep(for: .milliseconds(400))  // the cluster's open wait (Redis time) passes
+
+        var probes: [(CoordinatorNode, String)] = []
+        for attempt in 0..<15 {
+            let node = nodes[attempt % 3]
+            let result = try await node.acquire(breaker: "upstream")
+            if result.permitted { probes.append((node, result.permitID!)) }
+        }
+        #expect(probes.count == 3, "probes granted cluster-wide: \(probes.count)")
+        for (node, permit) in probes {
+            _ = try await node.record(breaker: "upstream", permitID: permit, outcome: .success, durationMilliseconds: 1)
+        }
+        for node in nodes {
+            #expect(try await eventually { await node.breakerStatus("upstream")?.snapshot.state == .closed })
+        }
+        services.cancel()
+        for node in nodes { await node.shutdown() }
+    }
 }

@@ -14,6 +14,33 @@ public final class ClusterLink: Sendable {
     static let heartbeatScript = RedisScript(ClusterScripts.heartbeat)
     static let breakerTransitionScript = RedisScript(ClusterScripts.breakerTransition)
     static let breakerSnapshotScript = RedisScript(ClusterScripts.breakerSnapshot)
+    static let probeAcquireScript = RedisScript(ClusterScripts.probeAcquire)
+    static let probeReturnScript = RedisScript(ClusterScripts.probeReturn)
+    static let probeReportScript = RedisScript(ClusterScripts.probeReport)
+
+    /// Takes a probe slot of round `round`; `false` when the cluster's probes are all taken.
+    public func acquireProbe(_ name: String, round: UInt64, permitted: Int, ttlMs: Int64) async throws(RedisError) -> Bool {
+        let reply = try await redis.evalSHA(
+            Self.probeAcquireScript, keys: [keys.breakerProbeRound(name, round: round)],
+            arguments: [String(permitted), String(ttlMs)], deadline: deadline)
+        return (reply.integer ?? 0) > 0
+    }
+
+    /// Gives a probe slot back.
+    public func returnProbe(_ name: String, round: UInt64) async throws(RedisError) {
+        _ = try await redis.evalSHA(Self.probeReturnScript, keys: [keys.breakerProbeRound(name, round: round)], arguments: [], deadline: deadline)
+    }
+
+    /// Reports a probe outcome; returns the round's `(done, failed, slow)` counts after it.
+    public func reportProbe(_ name: String, round: UInt64, failed: Bool, slow: Bool, ttlMs: Int64) async throws(RedisError) -> (done: Int, failed: Int, slow: Int) {
+        let reply = try await redis.evalSHA(
+            Self.probeReportScript, keys: [keys.breakerProbeRound(name, round: round)],
+            arguments: [failed ? "1" : "0", slow ? "1" : "0", String(ttlMs)], deadline: deadline * 10)
+        guard let values = reply.array?.compactMap(\.integer), values.count == 3 else {
+            throw RedisError(code: .protocolError, message: "unexpected probe report reply \(reply)")
+        }
+        return (Int(values[0]), Int(values[1]), Int(values[2]))
+    }
 
     /// Connects (in the background) to `url`; every hot-path call is bounded by `deadline`.
     public init(url: String, cluster: String, nodeID: String, deadline: Duration) throws {

@@ -203,26 +203,37 @@ public enum ClusterScripts {
     return {redis.call('ZCARD', KEYS[1]), now}
     """#
 
-    /// One half-open probe lease for the whole cluster: tries slots 1…n with `SET NX PX`.
+    /// Takes one of the `permitted` probe slots of a half-open round, cluster-wide.
     ///
-    /// `KEYS[1]`: lease key prefix. `ARGV`: slots n, lease ms, holder (node + permit id).
-    /// Returns the slot taken (1…n), or 0 when every slot is leased.
-    public static let probeLease = #"""
-    local n = tonumber(ARGV[1])
-    for i = 1, n do
-      if redis.call('SET', KEYS[1] .. ':' .. i, ARGV[3], 'NX', 'PX', tonumber(ARGV[2])) then
-        return i
-      end
+    /// `KEYS[1]`: the round's hash (one per opening: the open record's version). `ARGV`: permitted, TTL ms.
+    /// Returns the number of probes granted so far including this one, or 0 when all are taken.
+    public static let probeAcquire = #"""
+    local granted = redis.call('HINCRBY', KEYS[1], 'granted', 1)
+    if granted > tonumber(ARGV[1]) then
+      redis.call('HINCRBY', KEYS[1], 'granted', -1)
+      return 0
     end
+    redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+    return granted
+    """#
+
+    /// Gives an unused probe slot back (an `ignored` probe). `KEYS[1]`: the round's hash.
+    public static let probeReturn = #"""
+    local granted = tonumber(redis.call('HGET', KEYS[1], 'granted') or 0)
+    local done = tonumber(redis.call('HGET', KEYS[1], 'done') or 0)
+    if granted > done then redis.call('HINCRBY', KEYS[1], 'granted', -1) return 1 end
     return 0
     """#
 
-    /// Releases a probe lease only if `holder` still holds it. `KEYS[1]`: the slot key; `ARGV[1]`: holder.
-    public static let probeRelease = #"""
-    if redis.call('GET', KEYS[1]) == ARGV[1] then
-      return redis.call('DEL', KEYS[1])
-    end
-    return 0
+    /// Reports one probe's outcome. `KEYS[1]`: the round's hash. `ARGV`: failed (0/1), slow (0/1), TTL ms.
+    /// Returns `{done, failed, slow}` after this report: exactly one reporter sees `done` reach the
+    /// permitted count, and proposes the round's verdict.
+    public static let probeReport = #"""
+    local done = redis.call('HINCRBY', KEYS[1], 'done', 1)
+    local failed = redis.call('HINCRBY', KEYS[1], 'failed', tonumber(ARGV[1]))
+    local slow = redis.call('HINCRBY', KEYS[1], 'slow', tonumber(ARGV[2]))
+    redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+    return {done, failed, slow}
     """#
 
     /// Membership heartbeat: records this node with Redis's time, forgets members silent for longer
@@ -262,8 +273,8 @@ public struct ClusterKeys: Sendable, Equatable {
     public func breakerState(_ name: String) -> String { "coord:\(cluster):br:{\(name)}:state" }
     /// Trip votes of breaker `name` (quorum sharing).
     public func breakerVotes(_ name: String) -> String { "coord:\(cluster):br:{\(name)}:votes" }
-    /// Prefix of the half-open probe lease slots of breaker `name`.
-    public func breakerProbes(_ name: String) -> String { "coord:\(cluster):br:{\(name)}:probe" }
+    /// Half-open probe round of breaker `name` opened at record version `round`.
+    public func breakerProbeRound(_ name: String, round: UInt64) -> String { "coord:\(cluster):br:{\(name)}:round:\(round)" }
     /// Hash of shared configuration documents of `kind` (`policies`, `breakers`): name → JSON.
     public func sharedDocuments(_ kind: String) -> String { "coord:\(cluster):config:\(kind)" }
     /// Set of revoked token ids.

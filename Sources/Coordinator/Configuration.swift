@@ -184,7 +184,7 @@ public enum ConfigurationLoader {
         .init(path: "onSharedStateLoss", kind: .choice(SharedStateLossMode.allCases.map(\.rawValue)), help: "Limits while Redis is unreachable."),
         .init(path: "redisDeadlineMs", kind: .integer(1...10_000), help: "Deadline of a hot-path Redis call."),
         .init(path: "heartbeatIntervalMs", kind: .integer(100...60_000), help: "Membership heartbeat period."),
-        .init(path: "breakers.sharing", kind: .choice(["any", "local"]), help: "Breaker sharing in cluster mode."),
+        .init(path: "breakers.sharing", kind: .string, help: "Breaker sharing in cluster mode: any, local or quorum(n)."),
     ]
 
     /// Command-line overrides, applied last.
@@ -339,6 +339,17 @@ public enum ConfigurationLoader {
                     throw ConfigurationError(key: key.path, reason: "must be at least 16 characters", source: source)
                 }
                 configuration.clusterSecret = text
+            case "breakers.sharing":
+                let sharing: BreakerSharing
+                do {
+                    sharing = try BreakerSharing.parse(text, key: key.path)
+                } catch {
+                    throw ConfigurationError(key: key.path, reason: error.reason, source: source)
+                }
+                if case .aggregate = sharing {
+                    throw ConfigurationError(key: key.path, reason: "aggregate sharing is not available yet; use any, local or quorum(n)", source: source)
+                }
+                configuration.breakerSharing = sharing
             case "limits.defaultPolicy":
                 guard ResourceName.isValid(text) else {
                     throw ConfigurationError(key: key.path, reason: "must match [A-Za-z0-9._:-]{1,128}", source: source)
@@ -376,7 +387,7 @@ public enum ConfigurationLoader {
             case "sqlite.synchronous": configuration.sqliteSynchronous = SQLiteSynchronous(rawValue: text)!
             case "log.level": configuration.logLevel = text
             case "onSharedStateLoss": configuration.onSharedStateLoss = SharedStateLossMode(rawValue: text)!
-            case "breakers.sharing": configuration.breakerSharing = text == "local" ? .local : .any
+
             default: break
             }
         case .object:

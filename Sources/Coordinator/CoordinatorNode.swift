@@ -682,11 +682,34 @@ public actor CoordinatorNode {
                 }
             case .propose(let proposal):
                 await propose(proposal, breaker: name)
-            case .castVote, .flushCounters:
-                break  // quorum and aggregate sharing are not offered yet (breakers.sharing: any | local).
+            case .castVote:
+                await castTripVote(breaker: name)
+            case .flushCounters:
+                break  // aggregate sharing is not offered yet (refused by the configuration).
             }
         }
     }
+
+    /// `quorum(n)`: records this node's trip vote in Redis; the vote that makes n distinct nodes within
+    /// the window opens the breaker cluster-wide. Until then a sick node stays open alone.
+    private func castTripVote(breaker name: String) async {
+        guard let cluster, case .quorum(let quorum) = configuration.breakerSharing, let config = breakers[name]?.config else { return }
+        do {
+            let voters = try await cluster.voteTrip(name, windowMs: Self.quorumVoteWindowMs)
+            guard voters >= quorum, !(sharedBreakers[name]?.isClusterOpen ?? false) else { return }
+            let openings = sharedBreakers[name]?.known?.consecutiveOpenings ?? 0
+            await propose(
+                SharedBreakerProposal(
+                    expectedVersion: sharedBreakers[name]?.epoch ?? 0, state: .open, reason: .failureRate, originNode: nodeID,
+                    openWaitMs: config.openWaitMs(forOpening: openings + 1), consecutiveOpenings: openings + 1),
+                breaker: name)
+        } catch {
+            logger.warning("could not cast a trip vote", metadata: ["breaker": "\(name)", "error": "\(error)"])
+        }
+    }
+
+    /// How long a quorum trip vote counts (Redis time).
+    static let quorumVoteWindowMs: Int64 = 60_000
 
     /// Reports a cluster probe's outcome; the reporter that completes the round proposes its verdict
     /// (closed, or open again with the cluster's backoff) for every node. An ignored probe gives its

@@ -7,7 +7,7 @@ import Testing
 /// Shared breakers (`breakers.sharing: any`) against real Redis.
 @Suite("Shared breakers (real Redis)", .serialized)
 struct SharedBreakerTests {
-    func startNode(cluster: String, nodeID: String, directory: String? = nil) async throws -> CoordinatorNode {
+    func startNode(cluster: String, nodeID: String, directory: String? = nil, sharing: BreakerSharing = .any) async throws -> CoordinatorNode {
         var configuration = NodeConfiguration()
         configuration.dataDirectory = directory ?? NSTemporaryDirectory() + "coordinator-sb-\(UUID().uuidString)"
         configuration.sqliteSynchronous = .normal
@@ -17,6 +17,7 @@ struct SharedBreakerTests {
         configuration.nodeID = nodeID
         configuration.redisDeadlineMilliseconds = 2_000
         configuration.heartbeatIntervalMilliseconds = 200
+        configuration.breakerSharing = sharing
         var logger = Logger(label: "shared-breaker-test")
         logger.logLevel = .critical
         return try await CoordinatorNode.start(configuration: configuration, logger: logger).node
@@ -124,6 +125,40 @@ struct SharedBreakerTests {
         for node in nodes {
             #expect(try await eventually { await node.breakerStatus("upstream")?.snapshot.state == .closed })
         }
+        services.cancel()
+        for node in nodes { await node.shutdown() }
+    }
+
+    @Test("quorum(2): a single sick node opens alone; a second node's trip opens the cluster")
+    func quorum() async throws {
+        let cluster = TestEnvironment.uniqueName("c")
+        var nodes: [CoordinatorNode] = []
+        for id in ["a", "b", "c"] { nodes.append(try await startNode(cluster: cluster, nodeID: id, sharing: .quorum(2))) }
+        let services = runServices(nodes)
+        defer { services.cancel() }
+        var config = BreakerConfig.default
+        config.window = .init(type: .count, size: 4)
+        config.minimumCalls = 4
+        _ = try await nodes[0].configureBreaker(name: "db", config: config)
+        for node in nodes.dropFirst() {
+            #expect(try await eventually { await node.breakerStatus("db")?.snapshot.config.minimumCalls == 4 })
+        }
+        func trip(_ node: CoordinatorNode) async throws {
+            for outcome in [CallOutcome.failure, .failure, .failure, .failure] {
+                let permit = try await node.acquire(breaker: "db")
+                _ = try await node.record(breaker: "db", permitID: permit.permitID!, outcome: outcome, durationMilliseconds: 1)
+            }
+        }
+        try await trip(nodes[0])
+        #expect(await nodes[0].breakerStatus("db")?.snapshot.state == .open)
+        // Give a wrong implementation time to spread the trip; the other nodes must stay closed.
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(await nodes[1].breakerStatus("db")?.snapshot.state == .closed)
+        #expect(await nodes[2].breakerStatus("db")?.snapshot.state == .closed)
+        #expect(try await nodes[2].acquire(breaker: "db").permitted)
+
+        try await trip(nodes[1])
+        #expect(try await eventually { await nodes[2].breakerStatus("db")?.snapshot.state == .open }, "two distinct nodes tripped: the cluster opens")
         services.cancel()
         for node in nodes { await node.shutdown() }
     }

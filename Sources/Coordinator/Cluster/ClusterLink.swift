@@ -15,6 +15,18 @@ public final class ClusterLink: Sendable {
     static let breakerTransitionScript = RedisScript(ClusterScripts.breakerTransition)
     static let breakerSnapshotScript = RedisScript(ClusterScripts.breakerSnapshot)
     static let probeAcquireScript = RedisScript(ClusterScripts.probeAcquire)
+    static let tripVoteScript = RedisScript(ClusterScripts.tripVote)
+
+    /// Records this node's trip vote for breaker `name`; returns how many distinct nodes voted within
+    /// `windowMs` (Redis time).
+    public func voteTrip(_ name: String, windowMs: Int64) async throws(RedisError) -> Int {
+        let reply = try await redis.evalSHA(
+            Self.tripVoteScript, keys: [keys.breakerVotes(name)], arguments: [nodeID, String(windowMs)], deadline: deadline * 10)
+        guard let count = reply.array?.first?.integer else {
+            throw RedisError(code: .protocolError, message: "unexpected trip vote reply \(reply)")
+        }
+        return Int(count)
+    }
     static let probeReturnScript = RedisScript(ClusterScripts.probeReturn)
     static let probeReportScript = RedisScript(ClusterScripts.probeReport)
 

@@ -64,7 +64,6 @@ public struct ClusterService: Service {
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    var beats = 0
                     while !Task.isCancelled {
                         do {
                             try await Task.sleep(for: interval)
@@ -72,9 +71,8 @@ public struct ClusterService: Service {
                             break
                         }
                         await node.heartbeatOnce()
-                        beats += 1
-                        // Reconcile every second heartbeat: a lost bus message heals within ~2 intervals.
-                        if beats % 2 == 0 { await node.reconcileSharedState() }
+                        // Reconcile at every heartbeat: a lost bus message heals within one interval.
+                        await node.reconcileSharedState()
                     }
                 }
                 group.addTask {

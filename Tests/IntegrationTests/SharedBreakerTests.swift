@@ -2,6 +2,7 @@ import Coordinator
 import CoordinatorCore
 import Foundation
 import Logging
+import RedisClient
 import Testing
 
 /// Shared breakers (`breakers.sharing: any`) against real Redis.
@@ -161,5 +162,29 @@ struct SharedBreakerTests {
         #expect(try await eventually { await nodes[2].breakerStatus("db")?.snapshot.state == .open }, "two distinct nodes tripped: the cluster opens")
         services.cancel()
         for node in nodes { await node.shutdown() }
+    }
+
+    @Test("a transition whose bus message was lost reaches every node at the next reconciliation")
+    func lostMessageHeals() async throws {
+        let cluster = TestEnvironment.uniqueName("c")
+        let node = try await startNode(cluster: cluster, nodeID: "a")
+        let services = runServices([node])
+        defer { services.cancel() }
+        _ = try await node.acquire(breaker: "search")
+        // Another node's transition whose announcement never arrives: the record is written in Redis,
+        // the message published is garbage (and dropped).
+        let redis = try await RedisConnection.connect(url: try TestEnvironment.redisURL)
+        let keys = ClusterKeys(cluster: cluster)
+        let reply = try await redis.send([
+            "EVAL", ClusterScripts.breakerTransition, "1", keys.breakerState("search"),
+            "0", "open", "60000", "failure_rate", "node-z", keys.busChannel, "lost", "1",
+        ])
+        #expect(reply.array?.first == .integer(1))
+        let started = ContinuousClock.now
+        #expect(try await eventually { await node.breakerStatus("search")?.snapshot.state == .open })
+        #expect(ContinuousClock.now - started < .seconds(2), "healed within the reconciliation interval (200 ms here)")
+        await redis.close()
+        services.cancel()
+        await node.shutdown()
     }
 }

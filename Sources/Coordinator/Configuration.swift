@@ -184,7 +184,7 @@ public enum ConfigurationLoader {
         .init(path: "onSharedStateLoss", kind: .choice(SharedStateLossMode.allCases.map(\.rawValue)), help: "Limits while Redis is unreachable."),
         .init(path: "redisDeadlineMs", kind: .integer(1...10_000), help: "Deadline of a hot-path Redis call."),
         .init(path: "heartbeatIntervalMs", kind: .integer(100...60_000), help: "Membership heartbeat period."),
-        .init(path: "breakers.sharing", kind: .string, help: "Breaker sharing in cluster mode: any, local or quorum(n)."),
+        .init(path: "breakers.sharing", kind: .string, help: "Breaker sharing in cluster mode: any, local, quorum(n) or aggregate."),
     ]
 
     /// Command-line overrides, applied last.
@@ -345,9 +345,6 @@ public enum ConfigurationLoader {
                     sharing = try BreakerSharing.parse(text, key: key.path)
                 } catch {
                     throw ConfigurationError(key: key.path, reason: error.reason, source: source)
-                }
-                if case .aggregate = sharing {
-                    throw ConfigurationError(key: key.path, reason: "aggregate sharing is not available yet; use any, local or quorum(n)", source: source)
                 }
                 configuration.breakerSharing = sharing
             case "limits.defaultPolicy":

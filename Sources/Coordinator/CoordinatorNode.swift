@@ -685,7 +685,7 @@ public actor CoordinatorNode {
             case .castVote:
                 await castTripVote(breaker: name)
             case .flushCounters:
-                break  // aggregate sharing is not offered yet (refused by the configuration).
+                await flushAggregateCounters(breaker: name)
             }
         }
     }
@@ -707,6 +707,39 @@ public actor CoordinatorNode {
             logger.warning("could not cast a trip vote", metadata: ["breaker": "\(name)", "error": "\(error)"])
         }
     }
+
+    /// `aggregate`: publishes this node's window counters of every closed breaker and decides on the
+    /// cluster-wide failure and slow-call rates. The `ClusterService` runs it every 100 ms.
+    public func flushAggregateCounters() async {
+        guard cluster != nil, case .aggregate = configuration.breakerSharing, !leaving else { return }
+        for name in breakers.keys.sorted() where breakers[name]?.state == .closed {
+            await flushAggregateCounters(breaker: name)
+        }
+    }
+
+    private func flushAggregateCounters(breaker name: String) async {
+        guard let cluster, case .aggregate = configuration.breakerSharing, let breaker = breakers[name] else { return }
+        let config = breaker.config
+        let snapshot = breaker.snapshot(now: clock.monotonicNow())
+        let counters = breaker.state == .closed ? WindowCounters(snapshot) : .zero
+        var coordinator = sharedBreakers[name] ?? SharedBreakerCoordinator(nodeID: nodeID, sharing: configuration.breakerSharing)
+        do {
+            let (now, nodes) = try await cluster.flushCounters(name, counters: counters, epoch: coordinator.epoch, staleAfterMs: Self.aggregateStaleAfterMs)
+            noteRedisTime(now)
+            coordinator = sharedBreakers[name] ?? coordinator
+            for entry in nodes {
+                coordinator.receiveCounters(nodeID: entry.node, counters: entry.counters, epoch: entry.epoch, atRedisMs: entry.atMs)
+            }
+            let (_, actions) = coordinator.evaluateAggregate(config: config, atRedisMs: now)
+            sharedBreakers[name] = coordinator
+            await perform(actions, breaker: name)
+        } catch {
+            logger.debug("could not flush aggregate counters", metadata: ["breaker": "\(name)", "error": "\(error)"])
+        }
+    }
+
+    /// Counters older than this (Redis time) no longer count in `aggregate` decisions.
+    static let aggregateStaleAfterMs: Int64 = 3_000
 
     /// How long a quorum trip vote counts (Redis time).
     static let quorumVoteWindowMs: Int64 = 60_000

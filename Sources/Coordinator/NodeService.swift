@@ -1,3 +1,4 @@
+import CoordinatorCore
 import Logging
 import RedisClient
 import ServiceLifecycle
@@ -73,6 +74,19 @@ public struct ClusterService: Service {
                         await node.heartbeatOnce()
                         // Reconcile at every heartbeat: a lost bus message heals within one interval.
                         await node.reconcileSharedState()
+                    }
+                }
+                if case .aggregate = node.configuration.breakerSharing {
+                    group.addTask {
+                        // aggregate sharing: window counters go to Redis every 100 ms.
+                        while !Task.isCancelled {
+                            do {
+                                try await Task.sleep(for: .milliseconds(100))
+                            } catch {
+                                break
+                            }
+                            await node.flushAggregateCounters()
+                        }
                     }
                 }
                 group.addTask {

@@ -101,7 +101,7 @@ struct ConfigurationTests {
         try expectError(file: nil, environment: ["COORDINATOR_ON_SHARED_STATE_LOSS": "panic"], key: "onSharedStateLoss", reason: "localShare")
         try expectError(file: #"{"clusterName":"has space"}"#, key: "clusterName")
         try expectError(file: #"{"breakers":{"sharing":"quorum(0)"}}"#, key: "breakers.sharing")
-        try expectError(file: #"{"breakers":{"sharing":"aggregate"}}"#, key: "breakers.sharing", reason: "not available")
+        #expect(try ConfigurationLoader.load(file: nil, environment: ["COORDINATOR_BREAKERS_SHARING": "aggregate"]).breakerSharing == .aggregate)
         #expect(try ConfigurationLoader.load(file: nil, environment: ["COORDINATOR_BREAKERS_SHARING": "quorum(3)"]).breakerSharing == .quorum(3))
         let cluster = try ConfigurationLoader.load(
             file: nil, environment: ["COORDINATOR_REDIS_URL": "redis://127.0.0.1:6379/0", "COORDINATOR_CLUSTER_SECRET": "0123456789abcdef"],

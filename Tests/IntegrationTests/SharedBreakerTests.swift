@@ -187,4 +187,39 @@ struct SharedBreakerTests {
         services.cancel()
         await node.shutdown()
     }
+
+    @Test("aggregate: no node trips alone, the cluster-wide failure rate opens every node")
+    func aggregate() async throws {
+        let cluster = TestEnvironment.uniqueName("c")
+        var nodes: [CoordinatorNode] = []
+        for id in ["a", "b", "c"] { nodes.append(try await startNode(cluster: cluster, nodeID: id, sharing: .aggregate)) }
+        let services = runServices(nodes)
+        defer { services.cancel() }
+        var config = BreakerConfig.default
+        config.window = .init(type: .count, size: 10)
+        config.minimumCalls = 6
+        _ = try await nodes[0].configureBreaker(name: "agg", config: config)
+        for node in nodes.dropFirst() {
+            #expect(try await eventually { await node.breakerStatus("agg")?.snapshot.config.minimumCalls == 6 })
+        }
+        // Two nodes: 4 calls cluster-wide, below the minimum of 6 — nothing opens.
+        for node in nodes.prefix(2) {
+            for outcome in [CallOutcome.failure, .success] {
+                let permit = try await node.acquire(breaker: "agg")
+                _ = try await node.record(breaker: "agg", permitID: permit.permitID!, outcome: outcome, durationMilliseconds: 1)
+            }
+        }
+        try await Task.sleep(for: .milliseconds(400))
+        for node in nodes { #expect(await node.breakerStatus("agg")?.snapshot.state == .closed) }
+        // The third node's calls make 6 cluster-wide at 50 % failures: every node opens.
+        for outcome in [CallOutcome.failure, .success] {
+            let permit = try await nodes[2].acquire(breaker: "agg")
+            _ = try await nodes[2].record(breaker: "agg", permitID: permit.permitID!, outcome: outcome, durationMilliseconds: 1)
+        }
+        for node in nodes {
+            #expect(try await eventually { await node.breakerStatus("agg")?.snapshot.state == .open })
+        }
+        services.cancel()
+        for node in nodes { await node.shutdown() }
+    }
 }

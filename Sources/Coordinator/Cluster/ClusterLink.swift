@@ -16,6 +16,31 @@ public final class ClusterLink: Sendable {
     static let breakerSnapshotScript = RedisScript(ClusterScripts.breakerSnapshot)
     static let probeAcquireScript = RedisScript(ClusterScripts.probeAcquire)
     static let tripVoteScript = RedisScript(ClusterScripts.tripVote)
+    static let aggregateFlushScript = RedisScript(ClusterScripts.aggregateFlush)
+
+    /// Publishes this node's window counters of breaker `name` (epoch = the cluster record version
+    /// they were counted under) and returns every node's fresh counters with Redis's time.
+    public func flushCounters(
+        _ name: String, counters: WindowCounters, epoch: UInt64, staleAfterMs: Int64
+    ) async throws(RedisError) -> (nowMs: Int64, nodes: [(node: String, counters: WindowCounters, epoch: UInt64, atMs: Int64)]) {
+        let encoded = "\(counters.calls),\(counters.failed),\(counters.slow),\(epoch)"
+        let reply = try await redis.evalSHA(
+            Self.aggregateFlushScript, keys: [keys.breakerCounters(name)], arguments: [nodeID, encoded, String(staleAfterMs)],
+            deadline: deadline * 10)
+        guard let items = reply.array, let now = items.first?.integer else {
+            throw RedisError(code: .protocolError, message: "unexpected counters reply \(reply)")
+        }
+        var nodes: [(node: String, counters: WindowCounters, epoch: UInt64, atMs: Int64)] = []
+        var index = 1
+        while index + 1 < items.count {
+            if let node = items[index].string, let fields = items[index + 1].string?.split(separator: ",").compactMap({ Int64($0) }),
+                fields.count == 5 {
+                nodes.append((node, WindowCounters(calls: Int(fields[0]), failed: Int(fields[1]), slow: Int(fields[2])), UInt64(max(0, fields[3])), fields[4]))
+            }
+            index += 2
+        }
+        return (now, nodes)
+    }
 
     /// Records this node's trip vote for breaker `name`; returns how many distinct nodes voted within
     /// `windowMs` (Redis time).

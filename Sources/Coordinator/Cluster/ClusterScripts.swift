@@ -236,6 +236,31 @@ public enum ClusterScripts {
     return {done, failed, slow}
     """#
 
+    /// `aggregate` sharing: stores this node's window counters with Redis's time and returns every
+    /// node's counters that are fresh enough.
+    ///
+    /// `KEYS[1]`: the counters hash. `ARGV`: node id, "calls,failed,slow,epoch", stale-after ms.
+    /// Returns `{nowMs, node1, counters1, at1, node2, …}`.
+    public static let aggregateFlush = #"""
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local stale = tonumber(ARGV[3])
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ',' .. now)
+    redis.call('PEXPIRE', KEYS[1], stale * 10)
+    local all = redis.call('HGETALL', KEYS[1])
+    local out = {now}
+    for i = 1, #all, 2 do
+      local at = tonumber(string.match(all[i + 1], ',(%d+)$') or 0)
+      if now - at <= stale then
+        out[#out + 1] = all[i]
+        out[#out + 1] = all[i + 1]
+      else
+        redis.call('HDEL', KEYS[1], all[i])
+      end
+    end
+    return out
+    """#
+
     /// Membership heartbeat: records this node with Redis's time, forgets members silent for longer
     /// than the liveness window, and returns the live set.
     ///

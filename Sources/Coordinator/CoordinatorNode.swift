@@ -59,6 +59,11 @@ public actor CoordinatorNode {
     private let busAuthenticator: HMACBusAuthenticator?
     private var busAccepted: [String: Int] = [:]
     private var busRejected: [String: Int] = [:]
+    /// Approximate-mode limiter state per policy (cluster mode).
+    private var approximate: [String: ApproximateLimitSync] = [:]
+    private var lastApproximateSync: [String: Instant] = [:]
+    /// Keys whose approximate view was read from the cluster within the last sync interval.
+    private var approximateFresh: [String: LRUCache<String, Bool>] = [:]
     /// The cluster side of each shared breaker (cluster mode).
     private var sharedBreakers: [String: SharedBreakerCoordinator] = [:]
     /// The last Redis time heard and when (monotonic), to estimate Redis's clock between heartbeats.
@@ -337,6 +342,8 @@ public actor CoordinatorNode {
         policies[name] = policy
         degradedLimiters[name] = nil
         refusals[name] = nil
+        approximate[name] = nil
+        approximateFresh[name] = nil
         if limiters[name] != nil {
             limiters[name]!.replacePolicy(policy)
         } else {
@@ -358,6 +365,39 @@ public actor CoordinatorNode {
         if cost > 0, let refused = refusals[policyName]?.refusal(key: refusalKey, now: now) {
             metrics.limiterDecision(policy: policyName, result: "refused_locally")
             return refused
+        }
+        if policy.mode == .approximate {
+            // Local decision against the last synced cluster view; no Redis call on the hot path.
+            if approximate[policyName]?.limits != policy.limits {
+                approximate[policyName] = ApproximateLimitSync(policy: policy, maximumKeys: configuration.maxLimiterKeys)
+            }
+            let monotonic = clock.monotonicNow()
+            if approximateFresh[policyName]?.value(forKey: key, now: monotonic) == nil {
+                // The view of this key is older than the sync interval (or absent): read the cluster's
+                // counts before deciding, so a key other nodes consumed meanwhile is not treated as
+                // fresh. One round trip per key and interval; every other decision is local.
+                approximateFresh[policyName, default: LRUCache(capacity: min(configuration.maxLimiterKeys, 1_000_000))]
+                    .set(true, forKey: key, expiresAt: monotonic + .milliseconds(Int64(policy.syncIntervalMs)))
+                let redisNow = redisNowEstimate()
+                if !approximate[policyName]!.hasState(forKey: key) {
+                    _ = approximate[policyName]!.check(key: key, cost: 0, atRedisMs: redisNow)
+                }
+                for item in approximate[policyName]!.readItems(forKey: key, atRedisMs: redisNow) {
+                    do {
+                        let totals = try await cluster.syncApproximate(policy: policyName, item: item, periodMs: policy.limits[item.limitIndex].periodMs)
+                        approximate[policyName]?.completeSync(item, clusterTotal: totals.total, previousTotal: totals.previous)
+                    } catch {
+                        if ClusterLink.isLossOfRedis(error), !leaving {
+                            noteSharedFailure(error)
+                            return degradedDecision(policyName: policyName, policy: policy, key: key, cost: cost, now: clock.monotonicNow())
+                        }
+                    }
+                }
+            }
+            guard approximate[policyName] != nil else {
+                return degradedDecision(policyName: policyName, policy: policy, key: key, cost: cost, now: clock.monotonicNow())
+            }
+            return approximate[policyName]!.check(key: key, cost: cost, atRedisMs: redisNowEstimate())
         }
         let epoch = sharedEpoch
         do {
@@ -705,6 +745,43 @@ public actor CoordinatorNode {
                 breaker: name)
         } catch {
             logger.warning("could not cast a trip vote", metadata: ["breaker": "\(name)", "error": "\(error)"])
+        }
+    }
+
+    /// Approximate mode: pushes every policy's local consumption to Redis and reads the cluster's
+    /// totals, each policy at most every `syncIntervalMs`. The `ClusterService` calls it often.
+    public func syncApproximateLimits() async {
+        guard let cluster, !leaving, !sharedHealth.isDegraded else { return }
+        let now = clock.monotonicNow()
+        for (name, policy) in policies where policy.mode == .approximate && approximate[name] != nil {
+            if let last = lastApproximateSync[name], now - last < .milliseconds(Int64(policy.syncIntervalMs)) { continue }
+            lastApproximateSync[name] = now
+            let items = approximate[name]!.beginSync(atRedisMs: redisNowEstimate())
+            guard !items.isEmpty else { continue }
+            let results = await withTaskGroup(of: (LimitSyncItem, Result<(total: Int64, previous: Int64), RedisError>).self) { group in
+                for item in items {
+                    let periodMs = policy.limits[item.limitIndex].periodMs
+                    group.addTask {
+                        do throws(RedisError) {
+                            return (item, .success(try await cluster.syncApproximate(policy: name, item: item, periodMs: periodMs)))
+                        } catch {
+                            return (item, .failure(error))
+                        }
+                    }
+                }
+                var collected: [(LimitSyncItem, Result<(total: Int64, previous: Int64), RedisError>)] = []
+                for await result in group { collected.append(result) }
+                return collected
+            }
+            for (item, result) in results {
+                switch result {
+                case .success(let totals):
+                    approximate[name]?.completeSync(item, clusterTotal: totals.total, previousTotal: totals.previous)
+                case .failure(let error):
+                    approximate[name]?.failSync(item)
+                    if ClusterLink.isLossOfRedis(error), !leaving { noteSharedFailure(error) }
+                }
+            }
         }
     }
 

@@ -76,6 +76,17 @@ public struct ClusterService: Service {
                         await node.reconcileSharedState()
                     }
                 }
+                group.addTask {
+                    // Approximate limits: each policy syncs at its own syncIntervalMs (checked inside).
+                    while !Task.isCancelled {
+                        do {
+                            try await Task.sleep(for: .milliseconds(10))
+                        } catch {
+                            break
+                        }
+                        await node.syncApproximateLimits()
+                    }
+                }
                 if case .aggregate = node.configuration.breakerSharing {
                     group.addTask {
                         // aggregate sharing: window counters go to Redis every 100 ms.

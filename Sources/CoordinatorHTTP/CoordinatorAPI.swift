@@ -187,6 +187,8 @@ public struct CoordinatorAPI: Sendable {
         var body = JSONText()
         body.string("name", name)
         body.string("algorithm", policy.algorithm.rawValue)
+        body.string("mode", policy.mode.rawValue)
+        body.int("syncIntervalMs", policy.syncIntervalMs)
         body.raw("limits", JSONText.array(policy.limits.map { spec in
             var item = JSONText()
             item.int("rate", spec.rate)

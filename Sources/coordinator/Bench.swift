@@ -16,11 +16,11 @@ import Glibc
 import Darwin
 #endif
 
-/// `coordinator bench http|core` — see README, "Benchmarks".
+/// `coordinator bench http|exact|core` — see README, "Benchmarks".
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (see README, \"Benchmarks\").",
-        subcommands: [BenchHTTP.self, BenchCore.self]
+        subcommands: [BenchHTTP.self, BenchExact.self, BenchCore.self]
     )
 }
 
@@ -332,6 +332,367 @@ extension String {
     func leftPadded(_ width: Int) -> String {
         count >= width ? self : String(repeating: " ", count: width - count) + self
     }
+}
+
+// MARK: - bench exact
+
+/// Exact (cluster) mode against its own `redis-server`: `redis-benchmark` running the node's GCRA
+/// script with `EVALSHA` (same script, key and arguments) as the baseline, then a real node in
+/// cluster mode deciding `checkLimit` from many concurrent tasks; prints both rates and the ratio.
+struct BenchExact: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "exact",
+        abstract: "Exact-mode decisions/s of a cluster node vs redis-benchmark running the same GCRA script (own redis-server on 127.0.0.1)."
+    )
+
+    @Option(help: "Seconds of load per side and round (the node gets a warm-up of up to 2 s first; redis-benchmark a calibration run).")
+    var seconds: Int = 10
+    @Option(help: "redis-benchmark connections (-c); also the node's concurrent callers unless --node-concurrency is given.")
+    var concurrency: Int = 32
+    @Option(help: "redis-benchmark pipeline depth (-P). The node pipelines concurrent calls on its one connection by itself.")
+    var pipeline: Int = 1
+    @Option(help: "Concurrent tasks calling node.checkLimit (default: --concurrency × --pipeline, the same number of commands in flight).")
+    var nodeConcurrency: Int?
+    @Option(help: "Rounds; each runs redis-benchmark, then the node, for --seconds each. The best round of each side is compared.")
+    var rounds: Int = 3
+    @Option(help: "The node's redisDeadlineMs (every call's deadline sits in the Redis client's timer heap until it passes).")
+    var redisDeadlineMs: Int = 1_000
+
+    static let goalRatio = 0.8
+    static let policyName = "bench"
+    static let key = "bench-key"
+    /// Always allows (1e9 per second, burst 1e9), so every decision also writes the key's TAT.
+    static let limit = LimitSpec(rate: 1_000_000_000, periodMs: 1_000, burst: 1_000_000_000)
+
+    func validate() throws {
+        guard (1...600).contains(seconds) else { throw ValidationError("--seconds must be between 1 and 600") }
+        guard (1...10_000).contains(concurrency) else { throw ValidationError("--concurrency must be between 1 and 10000") }
+        guard (1...1_000).contains(pipeline) else { throw ValidationError("--pipeline must be between 1 and 1000") }
+        guard (1...100).contains(rounds) else { throw ValidationError("--rounds must be between 1 and 100") }
+        guard (1...10_000).contains(redisDeadlineMs) else { throw ValidationError("--redis-deadline-ms must be between 1 and 10000") }
+        if let nodeConcurrency, !(1...100_000).contains(nodeConcurrency) {
+            throw ValidationError("--node-concurrency must be between 1 and 100000")
+        }
+    }
+
+    func run() async throws {
+        var tools: [String: String] = [:]
+        for name in ["redis-server", "redis-cli", "redis-benchmark"] {
+            guard let path = findExecutable(name) else {
+                FileHandle.standardError.write(Data("error: \(name) not found on PATH; install it: apt-get install redis-server\n".utf8))
+                throw ExitCode(2)
+            }
+            tools[name] = path
+        }
+        let temp = FileManager.default.temporaryDirectory.appendingPathComponent("coordinator-bench-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: temp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: temp) }
+
+        let redis = try await RedisServerChild.start(
+            server: tools["redis-server"]!, cli: tools["redis-cli"]!, directory: temp.appendingPathComponent("redis"))
+        defer { redis.stop() }
+        do {
+            try await measure(redis: redis, benchmark: tools["redis-benchmark"]!, temp: temp)
+        } catch {
+            redis.stop()
+            throw error
+        }
+    }
+
+    func measure(redis: RedisServerChild, benchmark: String, temp: URL) async throws {
+        var logger = Logger(label: "coordinator-bench")
+        logger.logLevel = .warning
+        // As `serve` does, so the node's counters do their real work.
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+
+        var configuration = NodeConfiguration()
+        configuration.host = "127.0.0.1"
+        configuration.port = 0
+        configuration.dataDirectory = temp.appendingPathComponent("data").path
+        configuration.sqliteSynchronous = .normal
+        configuration.logLevel = "warning"
+        configuration.policies = [Self.policyName: LimitPolicy(algorithm: .gcra, limits: [Self.limit])]
+        configuration.defaultPolicyName = Self.policyName
+        configuration.redisURL = "redis://127.0.0.1:\(redis.port)"
+        configuration.clusterSecret = "bench-cluster-secret-0123456789"
+        configuration.redisDeadlineMilliseconds = Int64(redisDeadlineMs)
+        // A lost Redis must not look like throughput: degraded decisions would all be refusals.
+        configuration.onSharedStateLoss = .deny
+
+        // The exact command ClusterLink.check sends for this policy: EVALSHA sha 1 key cost T tau.
+        let redisKey = ClusterKeys(cluster: configuration.clusterName).limit(policy: Self.policyName, key: Self.key, index: 0)
+        let interval = Double(Self.limit.periodMs) * 1000 / Double(Self.limit.rate)
+        let scriptArguments = [redisKey, "1", String(interval), String(interval * Double(Self.limit.burst))]
+        let sha = try await redis.cli(["SCRIPT", "LOAD", ClusterScripts.gcra]).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard sha.count == 40 else { throw BenchError("SCRIPT LOAD answered \(sha)") }
+        let probe = try await redis.cli(["EVALSHA", sha, "1"] + scriptArguments).split(separator: "\n")
+        guard probe.count == 6, probe.first == "1" else { throw BenchError("the GCRA script did not allow: \(probe)") }
+        let version = try await redis.info("server")["redis_version"] ?? "?"
+        let callers = nodeConcurrency ?? concurrency * pipeline
+
+        print("coordinator bench exact: redis-server \(version) on 127.0.0.1:\(redis.port) (--save '' --appendonly no), \(seconds) s per side")
+        print("command: EVALSHA \(sha) 1 \(scriptArguments.joined(separator: " "))  (the node's GCRA script; every call allowed and written)")
+
+        // (1) Redis alone. redis-benchmark counts error replies as requests, so the server's own
+        // command statistics must show exactly as many successful EVALSHA calls.
+        func runBenchmark(requests: Int) async throws -> (rate: Double, p50: String, cpu: Double, redisCPU: Double) {
+            let before = try await redis.snapshot()
+            let childrenBefore = cpuSeconds(children: true)
+            let arguments = ["-h", "127.0.0.1", "-p", "\(redis.port)", "-c", "\(concurrency)", "-P", "\(pipeline)", "-n", "\(requests)", "-q", "EVALSHA", sha, "1"] + scriptArguments
+            let (status, text) = try await runTool(benchmark, arguments, timeout: .seconds(seconds * 10 + 60))
+            guard status == 0 else { throw BenchError("redis-benchmark exited with status \(status):\n\(text)") }
+            let after = try await redis.snapshot()
+            let cpu = cpuSeconds(children: true) - childrenBefore
+            // With -P it may send up to one pipeline per connection more than -n.
+            let succeeded = after.evalsha - before.evalsha
+            guard succeeded >= requests, succeeded <= requests + concurrency * pipeline, after.failed == before.failed else {
+                let last = text.split(whereSeparator: { $0 == "\r" || $0 == "\n" }).last ?? ""
+                throw BenchError("redis-benchmark -n \(requests): \(succeeded) EVALSHA calls succeeded, \(after.failed - before.failed) failed; it printed: \(last)")
+            }
+            let (rate, p50) = try Self.parseBenchmark(text)
+            return (rate, p50, cpu / Double(requests), (after.cpu - before.cpu) / Double(requests))
+        }
+        let calibration = try await runBenchmark(requests: 20_000)
+        let requests = max(20_000, Int(calibration.rate * Double(seconds)))
+
+        // (2) A real node in cluster mode against the same Redis.
+        let started = try await CoordinatorNode.start(configuration: configuration, logger: logger)
+        let node = started.node
+        typealias NodeRound = (rate: Double, decisions: Int, cpu: Double, redisCPU: Double)
+        var results: [(baseline: (rate: Double, p50: String, cpu: Double, redisCPU: Double), node: NodeRound)] = []
+        do {
+            let first = try await node.checkLimit(policy: Self.policyName, key: Self.key, cost: 1)
+            let degradedAtStart = await node.clusterInfo().degraded
+            guard first.decision.allowed, degradedAtStart.isEmpty else {
+                throw BenchError("the node's first shared decision failed: \(first.decision), degraded \(degradedAtStart)")
+            }
+            _ = try await Self.load(node: node, callers: callers, duration: .seconds(min(2, seconds)))
+            // Rounds alternate the two sides, so a neighbour's burst of CPU on this shared machine
+            // hits both rather than one; the best round of each side is compared.
+            for _ in 0..<rounds {
+                let baseline = try await runBenchmark(requests: requests)
+                let before = try await redis.snapshot()
+                let selfBefore = cpuSeconds(children: false)
+                let (decisions, elapsed) = try await Self.load(node: node, callers: callers, duration: .seconds(seconds))
+                let cpu = cpuSeconds(children: false) - selfBefore
+                let after = try await redis.snapshot()
+                let degraded = await node.clusterInfo().degraded
+                guard degraded.isEmpty else { throw BenchError("the node went degraded during the run: \(degraded)") }
+                // Every decision must have been one script run in Redis (no local refusals, no degraded mode).
+                guard after.evalsha - before.evalsha == decisions, after.failed == before.failed else {
+                    throw BenchError("\(decisions) decisions but \(after.evalsha - before.evalsha) EVALSHA calls (\(after.failed - before.failed) failed) in Redis")
+                }
+                let nodeRound = (Double(decisions) / elapsed, decisions, cpu / Double(decisions), (after.cpu - before.cpu) / Double(decisions))
+                results.append((baseline, nodeRound))
+            }
+        } catch {
+            await node.shutdown()
+            throw error
+        }
+        await node.shutdown()
+
+        func row(_ name: String, _ rate: Double, _ unit: String, _ clientCPU: Double, _ redisCPU: Double, _ extra: String) -> String {
+            name.padding(toLength: 60, withPad: " ", startingAt: 0) + String(format: "%10.0f", rate) + " " + unit.padding(toLength: 12, withPad: " ", startingAt: 0)
+                + String(format: "%10.2f %10.2f", clientCPU * 1e6, redisCPU * 1e6) + "  " + extra
+        }
+        print("")
+        print("side".padding(toLength: 60, withPad: " ", startingAt: 0) + "      rate             client µs  redis µs  (CPU per op)")
+        for (index, result) in results.enumerated() {
+            print(row("round \(index + 1): Redis alone: redis-benchmark -c \(concurrency) -P \(pipeline)", result.baseline.rate, "req/s",
+                      result.baseline.cpu, result.baseline.redisCPU, "\(requests) requests, p50 \(result.baseline.p50)"))
+            print(row("round \(index + 1): coordinator: \(callers) callers, deadline \(redisDeadlineMs) ms", result.node.rate, "decisions/s",
+                      result.node.cpu, result.node.redisCPU, "\(result.node.decisions) decisions, all allowed, all in Redis"))
+        }
+        let bestBaseline = results.map(\.baseline.rate).max() ?? 0
+        let bestNode = results.map(\.node.rate).max() ?? 0
+        let ratio = bestBaseline > 0 ? bestNode / bestBaseline : 0
+        let verdict = ratio >= Self.goalRatio ? "goal met" : "GOAL MISSED"
+        let perRound = results.map { String(format: "%.0f %%", $0.node.rate / max(1, $0.baseline.rate) * 100) }.joined(separator: ", ")
+        print(String(format: "best of %d: Redis alone %.0f req/s, coordinator %.0f decisions/s", rounds, bestBaseline, bestNode))
+        print(String(format: "ratio coordinator/Redis: %.1f %% (goal ≥ %.0f %%): %@", ratio * 100, Self.goalRatio * 100, verdict) + " (per round: \(perRound))")
+    }
+
+    /// `callers` tasks deciding as fast as they can until `duration` has passed; any error or
+    /// refusal fails the run. Returns the decisions and the elapsed seconds.
+    static func load(node: CoordinatorNode, callers: Int, duration: Duration) async throws -> (Int, Double) {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let end = start + duration
+        let decisions = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<callers {
+                group.addTask {
+                    var count = 0
+                    while clock.now < end {
+                        let result = try await node.checkLimit(policy: policyName, key: key, cost: 1)
+                        guard result.decision.allowed else { throw BenchError("a decision was refused: \(result.decision)") }
+                        count += 1
+                    }
+                    return count
+                }
+            }
+            var total = 0
+            for try await count in group { total += count }
+            return total
+        }
+        let elapsed = clock.now - start
+        return (decisions, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+    }
+
+    /// `… 1000000.0: 98765.43 requests per second, p50=0.287 msec` (the last such line; progress
+    /// lines are separated by carriage returns).
+    static func parseBenchmark(_ text: String) throws -> (Double, String) {
+        let lines = text.split(whereSeparator: { $0 == "\r" || $0 == "\n" })
+        guard let line = lines.last(where: { $0.contains(" requests per second") }),
+              let range = line.range(of: " requests per second"),
+              let number = line[..<range.lowerBound].split(separator: " ").last, let rate = Double(number)
+        else { throw BenchError("could not read \"requests per second\" from redis-benchmark's output:\n\(text)") }
+        let p50 = line.range(of: "p50=").map { String(line[$0.upperBound...]) } ?? "n/a"
+        return (rate, p50)
+    }
+}
+
+/// User + system CPU seconds of this process (`RUSAGE_SELF`) or its waited-for children.
+func cpuSeconds(children: Bool) -> Double {
+    var usage = rusage()
+    #if canImport(Glibc)
+    _ = getrusage(children ? RUSAGE_CHILDREN.rawValue : RUSAGE_SELF.rawValue, &usage)
+    #else
+    _ = getrusage(children ? RUSAGE_CHILDREN : RUSAGE_SELF, &usage)
+    #endif
+    func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) * 1e-6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Runs a tool to completion (killed past `timeout`) and returns its exit status and combined output.
+func runTool(_ path: String, _ arguments: [String], timeout: Duration) async throws -> (Int32, String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    let finished = AsyncStream<Int32>.makeStream()
+    process.terminationHandler = { finished.continuation.yield($0.terminationStatus); finished.continuation.finish() }
+    try process.run()
+    let watchdog = Task {
+        try await Task.sleep(for: timeout)
+        process.terminate()
+    }
+    // Read on a thread of its own while the tool runs, so a full pipe never blocks it.
+    let handle = output.fileHandleForReading
+    let data: Data = await withCheckedContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(returning: handle.readDataToEndOfFile()) }
+    }
+    var status: Int32 = -1
+    for await code in finished.stream { status = code }
+    watchdog.cancel()
+    return (status, String(decoding: data, as: UTF8.self))
+}
+
+/// A `redis-server` child on a free 127.0.0.1 port, no persistence, stopped by `stop()`.
+final class RedisServerChild: Sendable {
+    let process: Process
+    let port: Int
+    let cliPath: String
+
+    private init(process: Process, port: Int, cliPath: String) {
+        self.process = process
+        self.port = port
+        self.cliPath = cliPath
+    }
+
+    static func start(server: String, cli: String, directory: URL) async throws -> RedisServerChild {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let port = try freeLoopbackPort()
+        let log = directory.appendingPathComponent("redis.log").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: server)
+        process.arguments = [
+            "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
+            "--dir", directory.path, "--logfile", log,
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let child = RedisServerChild(process: process, port: port, cliPath: cli)
+        for _ in 0..<100 {
+            if !process.isRunning { break }
+            if let pong = try? await child.cli(["PING"]), pong.hasPrefix("PONG") { return child }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        child.stop()
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        throw BenchError("redis-server did not answer PING on 127.0.0.1:\(port):\n\(text.suffix(2_000))")
+    }
+
+    /// `redis-cli -h 127.0.0.1 -p port args…`; its raw output (one line per reply element).
+    func cli(_ arguments: [String]) async throws -> String {
+        let (status, text) = try await runTool(cliPath, ["-h", "127.0.0.1", "-p", "\(port)"] + arguments, timeout: .seconds(10))
+        guard status == 0, !text.hasPrefix("ERR"), !text.hasPrefix("NOSCRIPT"), !text.hasPrefix("Could not connect") else {
+            throw BenchError("redis-cli \(arguments.prefix(3).joined(separator: " ")) failed (\(status)): \(text)")
+        }
+        return text
+    }
+
+    /// `INFO section` as key → value.
+    func info(_ section: String) async throws -> [String: String] {
+        var values: [String: String] = [:]
+        for line in try await cli(["INFO", section]).split(whereSeparator: \.isNewline) {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            values[String(line[..<colon])] = String(line[line.index(after: colon)...])
+        }
+        return values
+    }
+
+    /// Successful and failed EVALSHA calls so far, and the server's CPU seconds.
+    func snapshot() async throws -> (evalsha: Int, failed: Int, cpu: Double) {
+        let stats = try await info("commandstats")
+        var fields: [String: String] = [:]
+        for pair in (stats["cmdstat_evalsha"] ?? "").split(separator: ",") {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            if parts.count == 2 { fields[String(parts[0])] = String(parts[1]) }
+        }
+        let cpu = try await info("cpu")
+        let seconds = (Double(cpu["used_cpu_user"] ?? "") ?? 0) + (Double(cpu["used_cpu_sys"] ?? "") ?? 0)
+        let calls = Int(fields["calls"] ?? "0") ?? 0
+        let failed = (Int(fields["failed_calls"] ?? "0") ?? 0) + (Int(fields["rejected_calls"] ?? "0") ?? 0)
+        return (calls - failed, failed, seconds)
+    }
+
+    /// SIGTERM, then SIGKILL after 3 s; idempotent.
+    func stop() {
+        guard process.isRunning else { return }
+        process.terminate()
+        for _ in 0..<300 where process.isRunning { usleep(10_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+}
+
+/// A port that was free on 127.0.0.1 a moment ago (bound to 0, read back, closed).
+func freeLoopbackPort() throws -> Int {
+    #if canImport(Glibc)
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    #else
+    let fd = socket(AF_INET, SOCK_STREAM, 0)
+    #endif
+    guard fd >= 0 else { throw BenchError("socket() failed: errno \(errno)") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = 0
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+    }
+    guard bound == 0 else { throw BenchError("bind to 127.0.0.1:0 failed: errno \(errno)") }
+    let named = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    guard named == 0 else { throw BenchError("getsockname failed: errno \(errno)") }
+    return Int(UInt16(bigEndian: address.sin_port))
 }
 
 // MARK: - bench core

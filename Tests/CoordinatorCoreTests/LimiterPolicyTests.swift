@@ -59,7 +59,7 @@ struct LimiterPolicyTests {
     @Test func unknownKeysAreErrorsNamingThem() {
         #expect(
             decodingFailure(#"{"algoritm":"gcra","limits":[{"rate":1,"periodMs":1}]}"#)
-                == ValidationError(key: "limits.default.algoritm", reason: #"unknown key "algoritm"; expected "algorithm", "limits""#))
+                == ValidationError(key: "limits.default.algoritm", reason: #"unknown key "algoritm"; expected "algorithm", "limits", "mode", "syncIntervalMs""#))
         #expect(
             decodingFailure(#"{"limits":[{"rate":1,"periodMs":1},{"rate":1,"periodMs":1,"bursts":2}]}"#)
                 == ValidationError(
@@ -147,5 +147,17 @@ struct LimiterPolicyTests {
         }
         #expect(RateLimitKey.isValid("\u{A0}"))
         #expect(RateLimitKey.isValid("abc".dropFirst()))
+    }
+
+    @Test func modeAndSyncIntervalDecodeValidateAndRoundTrip() throws {
+        let policy = try JSONDecoder().decode(LimitPolicy.self, from: Data(#"{"limits":[{"rate":5,"periodMs":1000}],"mode":"approximate","syncIntervalMs":20}"#.utf8))
+        #expect(policy.mode == .approximate && policy.syncIntervalMs == 20)
+        #expect(try JSONDecoder().decode(LimitPolicy.self, from: JSONEncoder().encode(policy)) == policy)
+        let plain = try JSONDecoder().decode(LimitPolicy.self, from: Data(#"{"limits":[{"rate":5,"periodMs":1000}]}"#.utf8))
+        #expect(plain.mode == .exact && plain.syncIntervalMs == 50)
+        #expect(LimitPolicy(limits: [LimitSpec(rate: 1, periodMs: 1000)], syncIntervalMs: 0).validate().contains { $0.key == "syncIntervalMs" })
+        #expect(throws: DecodingError.self) {
+            try JSONDecoder().decode(LimitPolicy.self, from: Data(#"{"limits":[{"rate":5,"periodMs":1000}],"mode":"fast"}"#.utf8))
+        }
     }
 }

@@ -135,6 +135,39 @@ struct ClusterModeTests {
         }
         #expect(members.count == 2)
     }
+
+    @Test("approximate mode: local decisions synced every interval keep the cluster within limit + overshoot bound")
+    func approximateMode() async throws {
+        let url = try TestEnvironment.redisURL
+        let cluster = TestEnvironment.uniqueName("c")
+        let policy = LimitPolicy(algorithm: .slidingWindow, limits: [LimitSpec(rate: 100, periodMs: 60_000)], mode: .approximate, syncIntervalMs: 20)
+        let a = try await startNode(redisURL: url, cluster: cluster, nodeID: "a", policies: ["fast": policy])
+        let b = try await startNode(redisURL: url, cluster: cluster, nodeID: "b", policies: ["fast": policy])
+        let services = Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for node in [a, b] { group.addTask { try await ClusterService(node: node).run() } }
+                try await group.waitForAll()
+            }
+        }
+        defer { services.cancel() }
+        func drain(_ node: CoordinatorNode, _ count: Int) async throws -> Int {
+            var allowed = 0
+            for _ in 0..<count where try await node.checkLimit(policy: "fast", key: "k", cost: 1).decision.allowed { allowed += 1 }
+            return allowed
+        }
+        var total = try await drain(a, 70)
+        #expect(total == 70)
+        // After a sync, b sees a's 70 and allows only the remaining ~30.
+        try await Task.sleep(for: .milliseconds(300))
+        total += try await drain(b, 70)
+        try await Task.sleep(for: .milliseconds(300))
+        total += try await drain(a, 20)
+        let bound = ApproximateLimitSync.overshootBound(nodes: 2, limit: policy.limits[0], syncIntervalMs: 20)
+        #expect(total >= 95 && total <= 100 + bound, "admitted \(total), limit 100, bound \(bound)")
+        services.cancel()
+        await a.shutdown()
+        await b.shutdown()
+    }
 }
 
 /// A redis-server of the test's own, to stop and restart without disturbing other tests.

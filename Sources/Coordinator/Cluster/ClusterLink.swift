@@ -17,6 +17,23 @@ public final class ClusterLink: Sendable {
     static let probeAcquireScript = RedisScript(ClusterScripts.probeAcquire)
     static let tripVoteScript = RedisScript(ClusterScripts.tripVote)
     static let aggregateFlushScript = RedisScript(ClusterScripts.aggregateFlush)
+    static let approximateSyncScript = RedisScript(ClusterScripts.approximateSync)
+
+    /// Pushes one approximate-mode sync item; returns the window's cluster total after it and the
+    /// previous window's total.
+    public func syncApproximate(policy: String, item: LimitSyncItem, periodMs: Int) async throws(RedisError) -> (total: Int64, previous: Int64) {
+        let reply = try await redis.evalSHA(
+            Self.approximateSyncScript,
+            keys: [
+                keys.approximateCounter(policy: policy, key: item.key, index: item.limitIndex, window: item.window),
+                keys.approximateCounter(policy: policy, key: item.key, index: item.limitIndex, window: item.window - 1),
+            ],
+            arguments: [String(item.amount), String(2 * periodMs + 1_000)], deadline: deadline)
+        guard let values = reply.array?.compactMap(\.integer), values.count == 2 else {
+            throw RedisError(code: .protocolError, message: "unexpected sync reply \(reply)")
+        }
+        return (values[0], values[1])
+    }
 
     /// Publishes this node's window counters of breaker `name` (epoch = the cluster record version
     /// they were counted under) and returns every node's fresh counters with Redis's time.

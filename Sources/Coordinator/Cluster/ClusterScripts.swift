@@ -236,6 +236,16 @@ public enum ClusterScripts {
     return {done, failed, slow}
     """#
 
+    /// Approximate limits: adds this node's consumption to a fixed window's cluster counter and reads
+    /// the previous window's. `KEYS`: current window counter, previous window counter. `ARGV`: amount,
+    /// TTL ms. Returns `{currentTotal, previousTotal}`.
+    public static let approximateSync = #"""
+    local total = redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]))
+    redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+    local previous = tonumber(redis.call('GET', KEYS[2]) or 0)
+    return {total, previous}
+    """#
+
     /// `aggregate` sharing: stores this node's window counters with Redis's time and returns every
     /// node's counters that are fresh enough.
     ///
@@ -294,6 +304,10 @@ public struct ClusterKeys: Sendable, Equatable {
     public var members: String { "coord:\(cluster):members" }
     /// TAT (GCRA) or counter hash (sliding window) of limit `index` of `policy` for `key`.
     public func limit(policy: String, key: String, index: Int) -> String { "coord:\(cluster):rl:{\(policy):\(key)}:\(index)" }
+    /// Approximate-mode counter of limit `index` of `policy` for `key` in fixed window `window`.
+    public func approximateCounter(policy: String, key: String, index: Int, window: Int64) -> String {
+        "coord:\(cluster):ap:{\(policy):\(key)}:\(index):\(window)"
+    }
     /// Authoritative state hash of breaker `name`.
     public func breakerState(_ name: String) -> String { "coord:\(cluster):br:{\(name)}:state" }
     /// Trip votes of breaker `name` (quorum sharing).

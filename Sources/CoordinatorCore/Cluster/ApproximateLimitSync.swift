@@ -105,6 +105,14 @@ public struct ApproximateLimitSync: Sendable {
         floorQuotient(redisMs, Int64(limits[limit].periodMs))
     }
 
+    /// Whether `key` has a local view (a first request of a key should read the cluster's counts first).
+    public func hasState(forKey key: String) -> Bool { entries[key] != nil }
+
+    /// The items that read `key`'s current cluster counts without adding anything (amount 0).
+    public func readItems(forKey key: String, atRedisMs redisMs: Int64) -> [LimitSyncItem] {
+        limits.indices.map { LimitSyncItem(key: key, limitIndex: $0, window: windowIndex($0, redisMs: redisMs), amount: 0) }
+    }
+
     /// Decides a request of `cost` by `key` at Redis time `redisMs` against the local view, and counts
     /// it as pending when every limit allows (all or nothing, like ``RateLimiter``).
     public mutating func check(key: String, cost: Int = 1, atRedisMs redisMs: Int64) -> RateDecision {

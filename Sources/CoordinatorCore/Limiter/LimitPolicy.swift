@@ -49,11 +49,25 @@ public struct LimitSpec: Codable, Equatable, Hashable, Sendable {
 /// defaults to `"gcra"`, `burst` to `rate`. Decoding is strict: an unknown key is an error
 /// (`DecodingError.dataCorrupted` whose coding path ends at the unknown key). Decoding checks
 /// shapes only; call `validate()` for the value rules.
+/// How a policy's limits are shared in cluster mode.
+public enum LimitMode: String, Codable, Equatable, Hashable, Sendable, CaseIterable {
+    /// One Redis script per decision: the limit holds exactly, cluster-wide.
+    case exact
+    /// Local decisions, consumption synced every `syncIntervalMs`: much faster, may overshoot by
+    /// about nodes × rate × syncInterval / period per window.
+    case approximate
+}
+
 public struct LimitPolicy: Codable, Equatable, Hashable, Sendable {
     /// How the limits count.
     public var algorithm: LimitAlgorithm
     /// The limits; a request passes only if every one allows it.
     public var limits: [LimitSpec]
+    /// In cluster mode: `exact` decides every request in Redis; `approximate` decides locally and
+    /// syncs consumption every `syncIntervalMs`. Ignored in pilot mode.
+    public var mode: LimitMode = .exact
+    /// Approximate mode's sync period, in milliseconds.
+    public var syncIntervalMs: Int = 50
 
     /// The most limits a policy may hold.
     public static let maximumLimits = 16
@@ -66,9 +80,11 @@ public struct LimitPolicy: Codable, Equatable, Hashable, Sendable {
     public static let maximumToleranceMs = 3660 * 86_400_000
 
     /// Creates a policy.
-    public init(algorithm: LimitAlgorithm = .gcra, limits: [LimitSpec]) {
+    public init(algorithm: LimitAlgorithm = .gcra, limits: [LimitSpec], mode: LimitMode = .exact, syncIntervalMs: Int = 50) {
         self.algorithm = algorithm
         self.limits = limits
+        self.mode = mode
+        self.syncIntervalMs = syncIntervalMs
     }
 
     /// The pilot's default: 10 per second with bursts of 20, and 10 000 per day (GCRA).
@@ -82,22 +98,31 @@ public struct LimitPolicy: Codable, Equatable, Hashable, Sendable {
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: PolicyCodingKey.self)
-        try container.rejectUnknownKeys(allowed: ["algorithm", "limits"])
+        try container.rejectUnknownKeys(allowed: ["algorithm", "limits", "mode", "syncIntervalMs"])
         algorithm =
             try container.decodeIfPresent(LimitAlgorithm.self, forKey: PolicyCodingKey("algorithm")) ?? .gcra
         limits = try container.decode([LimitSpec].self, forKey: PolicyCodingKey("limits"))
+        mode = try container.decodeIfPresent(LimitMode.self, forKey: PolicyCodingKey("mode")) ?? .exact
+        syncIntervalMs = try container.decodeIfPresent(Int.self, forKey: PolicyCodingKey("syncIntervalMs")) ?? 50
     }
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: PolicyCodingKey.self)
         try container.encode(algorithm, forKey: PolicyCodingKey("algorithm"))
         try container.encode(limits, forKey: PolicyCodingKey("limits"))
+        if mode != .exact || syncIntervalMs != 50 {
+            try container.encode(mode, forKey: PolicyCodingKey("mode"))
+            try container.encode(syncIntervalMs, forKey: PolicyCodingKey("syncIntervalMs"))
+        }
     }
 
     /// Every rule the policy breaks (empty when valid), keyed by dotted path relative to the
     /// policy (`limits`, `limits[0].rate`, ...); prefix them with the policy's own path.
     public func validate() -> [ValidationError] {
         var errors: [ValidationError] = []
+        if !(1...10_000).contains(syncIntervalMs) {
+            errors.append(ValidationError(key: "syncIntervalMs", reason: "must be 1...10000, is \(syncIntervalMs)"))
+        }
         if limits.isEmpty || limits.count > Self.maximumLimits {
             errors.append(
                 ValidationError(key: "limits", reason: "must hold 1 to \(Self.maximumLimits) limits, has \(limits.count)"))

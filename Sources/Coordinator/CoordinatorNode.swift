@@ -174,6 +174,7 @@ public actor CoordinatorNode {
             await node.loadLastKnownMembers()
             await node.heartbeatOnce()
             await node.reconcileSharedState()
+            await node.announceMembership(joined: true)
         }
         if generated != nil {
             // Stored only once the node is sure to start, so the printed token is never lost.
@@ -531,9 +532,16 @@ public actor CoordinatorNode {
     /// Leaves the live set at once and closes the Redis link (graceful shutdown).
     public func leaveCluster() async {
         guard let cluster, !leaving else { return }
+        await announceMembership(joined: false)
         leaving = true
         await cluster.leave()
         await cluster.close()
+    }
+
+    /// Announces this node's join or leave on the bus, so peers update their live set at once
+    /// instead of at their next heartbeat.
+    func announceMembership(joined: Bool) async {
+        await publish(joined ? .memberJoined : .memberLeft, Self.namePayload(nodeID))
     }
 
     // MARK: Bus (cluster mode)
@@ -620,6 +628,14 @@ public actor CoordinatorNode {
             case .tokenRevoked:
                 guard let id = reader.readShortString() else { return noteBusRejection("bad_payload") }
                 await applyRevocation(id)
+            case .memberJoined:
+                // Learn the new member (and its Redis time) now rather than at the next heartbeat.
+                await heartbeatOnce()
+            case .memberLeft:
+                membership.leave(nodeID: envelope.nodeID, redisTimeMs: max(lastRedisNowMs, envelope.redisTimeMs))
+                for event in membership.reconcile(atRedisMs: max(lastRedisNowMs, envelope.redisTimeMs)) {
+                    logger.notice("membership change", metadata: ["event": "\(event)"])
+                }
             case .breakerState:
                 guard let (name, record) = SharedBreakerState.decodePayload(envelope.payload), ResourceName.isValid(name) else {
                     return noteBusRejection("bad_payload")
@@ -666,8 +682,8 @@ public actor CoordinatorNode {
             for id in try await cluster.revocations() where !appliedRevocations.contains(id) {
                 await applyRevocation(id)
             }
-            if configuration.breakerSharing != .local {
-                for name in breakers.keys.sorted() {
+            do {
+                for name in breakers.keys.sorted() where sharing(of: name) != .local {
                     let (record, now) = try await cluster.breakerSnapshot(name)
                     noteRedisTime(now)
                     if let record { await receiveSharedBreaker(name, record) }
@@ -679,6 +695,11 @@ public actor CoordinatorNode {
     }
 
     // MARK: Shared breakers (cluster mode)
+
+    /// How breaker `name` is shared: its own config's `sharing`, else the node's `breakers.sharing`.
+    private func sharing(of name: String) -> BreakerSharing {
+        (breakers[name]?.config.sharing ?? breakerConfigs[name]?.sharing) ?? configuration.breakerSharing
+    }
 
     /// Redis's clock now, estimated from the last heartbeat plus the monotonic time since.
     private func redisNowEstimate() -> Int64 {
@@ -695,13 +716,13 @@ public actor CoordinatorNode {
 
     /// A cluster record of breaker `name` (bus, snapshot or script answer).
     private func receiveSharedBreaker(_ name: String, _ record: SharedBreakerState) async {
-        guard configuration.breakerSharing != .local else { return }
+        guard sharing(of: name) != .local else { return }
         if breakers[name] == nil {
             guard breakers.count < configuration.maxBreakers else { return }
             breakers[name] = CircuitBreaker(config: breakerConfigs[name] ?? configuration.defaultBreakerConfig, now: clock.monotonicNow())
             metrics.breakerState(name, state: .closed)
         }
-        var coordinator = sharedBreakers[name] ?? SharedBreakerCoordinator(nodeID: nodeID, sharing: configuration.breakerSharing)
+        var coordinator = sharedBreakers[name] ?? SharedBreakerCoordinator(nodeID: nodeID, sharing: sharing(of: name))
         let actions = coordinator.receive(record)
         sharedBreakers[name] = coordinator
         await perform(actions, breaker: name)
@@ -733,7 +754,7 @@ public actor CoordinatorNode {
     /// `quorum(n)`: records this node's trip vote in Redis; the vote that makes n distinct nodes within
     /// the window opens the breaker cluster-wide. Until then a sick node stays open alone.
     private func castTripVote(breaker name: String) async {
-        guard let cluster, case .quorum(let quorum) = configuration.breakerSharing, let config = breakers[name]?.config else { return }
+        guard let cluster, case .quorum(let quorum) = sharing(of: name), let config = breakers[name]?.config else { return }
         do {
             let voters = try await cluster.voteTrip(name, windowMs: Self.quorumVoteWindowMs)
             guard voters >= quorum, !(sharedBreakers[name]?.isClusterOpen ?? false) else { return }
@@ -788,18 +809,18 @@ public actor CoordinatorNode {
     /// `aggregate`: publishes this node's window counters of every closed breaker and decides on the
     /// cluster-wide failure and slow-call rates. The `ClusterService` runs it every 100 ms.
     public func flushAggregateCounters() async {
-        guard cluster != nil, case .aggregate = configuration.breakerSharing, !leaving else { return }
-        for name in breakers.keys.sorted() where breakers[name]?.state == .closed {
+        guard cluster != nil, !leaving else { return }
+        for name in breakers.keys.sorted() where breakers[name]?.state == .closed && sharing(of: name) == .aggregate {
             await flushAggregateCounters(breaker: name)
         }
     }
 
     private func flushAggregateCounters(breaker name: String) async {
-        guard let cluster, case .aggregate = configuration.breakerSharing, let breaker = breakers[name] else { return }
+        guard let cluster, sharing(of: name) == .aggregate, let breaker = breakers[name] else { return }
         let config = breaker.config
         let snapshot = breaker.snapshot(now: clock.monotonicNow())
         let counters = breaker.state == .closed ? WindowCounters(snapshot) : .zero
-        var coordinator = sharedBreakers[name] ?? SharedBreakerCoordinator(nodeID: nodeID, sharing: configuration.breakerSharing)
+        var coordinator = sharedBreakers[name] ?? SharedBreakerCoordinator(nodeID: nodeID, sharing: sharing(of: name))
         do {
             let (now, nodes) = try await cluster.flushCounters(name, counters: counters, epoch: coordinator.epoch, staleAfterMs: Self.aggregateStaleAfterMs)
             noteRedisTime(now)
@@ -863,7 +884,7 @@ public actor CoordinatorNode {
         do {
             let (_, record, now) = try await cluster.transitionBreaker(name, proposal: proposal, frame: frame)
             noteRedisTime(now)
-            var coordinator = sharedBreakers[name] ?? SharedBreakerCoordinator(nodeID: nodeID, sharing: configuration.breakerSharing)
+            var coordinator = sharedBreakers[name] ?? SharedBreakerCoordinator(nodeID: nodeID, sharing: sharing(of: name))
             let actions = coordinator.receive(record)
             sharedBreakers[name] = coordinator
             await perform(actions, breaker: name)
@@ -893,7 +914,7 @@ public actor CoordinatorNode {
         // Cluster mode: a half-open probe also needs one of the cluster's probe slots, so exactly
         // `halfOpenPermittedCalls` probes run cluster-wide.
         var probeRound: UInt64?
-        if permit.state == .halfOpen, let cluster, configuration.breakerSharing != .local,
+        if permit.state == .halfOpen, let cluster, sharing(of: name) != .local,
             let record = sharedBreakers[name]?.known, record.state == .open {
             let config = breakers[name]!.config
             do {
@@ -992,6 +1013,9 @@ public actor CoordinatorNode {
         try await storeCall { try await $0.putDocument(kind: .breakerConfig, name: name, json: json, updatedAt: self.clock.wallMilliseconds()) }
         let now = clock.monotonicNow()
         breakerConfigs[name] = config
+        if sharedBreakers[name] != nil, sharedBreakers[name]!.sharing != sharing(of: name) || config.sharing != nil {
+            sharedBreakers[name]!.setSharing(config.sharing ?? configuration.breakerSharing)
+        }
         if breakers[name] == nil {
             breakers[name] = CircuitBreaker(config: config, now: now)
             metrics.breakerState(name, state: .closed)
@@ -1054,14 +1078,14 @@ public actor CoordinatorNode {
 
     private func status(of name: String, now: Instant) -> BreakerStatus? {
         guard let breaker = breakers[name] else { return nil }
-        let sharing = cluster != nil ? configuration.breakerSharing.description : "local"
+        let sharing = cluster != nil ? self.sharing(of: name).description : "local"
         return BreakerStatus(name: name, snapshot: breaker.snapshot(now: now), outstandingPermits: outstandingByBreaker[name] ?? 0, sharing: sharing)
     }
 
     private func noteTransition(_ name: String, _ transition: BreakerTransition) {
         metrics.breakerTransition(name, transition)
-        if cluster != nil, configuration.breakerSharing != .local, let config = breakers[name]?.config {
-            var coordinator = sharedBreakers[name] ?? SharedBreakerCoordinator(nodeID: nodeID, sharing: configuration.breakerSharing)
+        if cluster != nil, sharing(of: name) != .local, let config = breakers[name]?.config {
+            var coordinator = sharedBreakers[name] ?? SharedBreakerCoordinator(nodeID: nodeID, sharing: sharing(of: name))
             let actions = coordinator.localTransition(transition, config: config, atRedisMs: redisNowEstimate())
             sharedBreakers[name] = coordinator
             if !actions.isEmpty {
@@ -1367,6 +1391,8 @@ public actor CoordinatorNode {
             degraded.append(DegradedFeature(
                 feature: "limits", mode: configuration.onSharedStateLoss.rawValue, sinceMilliseconds: since,
                 reason: sharedDegradedReason, shareDivisor: shareDivisor()))
+            degraded.append(DegradedFeature(
+                feature: "breakers", mode: "local", sinceMilliseconds: since, reason: sharedDegradedReason, shareDivisor: 1))
         } else {
             shared = BackendStatus(
                 role: "sharedState", kind: "redis", status: "ok", detail: "cluster \(cluster.keys.cluster): limits decided in Redis",

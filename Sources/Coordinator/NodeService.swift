@@ -87,17 +87,15 @@ public struct ClusterService: Service {
                         await node.syncApproximateLimits()
                     }
                 }
-                if case .aggregate = node.configuration.breakerSharing {
-                    group.addTask {
-                        // aggregate sharing: window counters go to Redis every 100 ms.
-                        while !Task.isCancelled {
-                            do {
-                                try await Task.sleep(for: .milliseconds(100))
-                            } catch {
-                                break
-                            }
-                            await node.flushAggregateCounters()
+                group.addTask {
+                    // Breakers with aggregate sharing: window counters go to Redis every 100 ms.
+                    while !Task.isCancelled {
+                        do {
+                            try await Task.sleep(for: .milliseconds(100))
+                        } catch {
+                            break
                         }
+                        await node.flushAggregateCounters()
                     }
                 }
                 group.addTask {

@@ -222,4 +222,30 @@ struct SharedBreakerTests {
         services.cancel()
         for node in nodes { await node.shutdown() }
     }
+
+    @Test("sharing is per breaker: a breaker configured local trips alone while the node default is any")
+    func perBreakerSharing() async throws {
+        let cluster = TestEnvironment.uniqueName("c")
+        let a = try await startNode(cluster: cluster, nodeID: "a")
+        let b = try await startNode(cluster: cluster, nodeID: "b")
+        let services = runServices([a, b])
+        defer { services.cancel() }
+        var config = BreakerConfig.default
+        config.window = .init(type: .count, size: 2)
+        config.minimumCalls = 2
+        config.sharing = .local
+        _ = try await a.configureBreaker(name: "own", config: config)
+        #expect(try await eventually { await b.breakerStatus("own")?.snapshot.config.sharing == .local })
+        #expect(await b.breakerStatus("own")?.sharing == "local")
+        for _ in 0..<2 {
+            let permit = try await a.acquire(breaker: "own")
+            _ = try await a.record(breaker: "own", permitID: permit.permitID!, outcome: .failure, durationMilliseconds: 1)
+        }
+        #expect(await a.breakerStatus("own")?.snapshot.state == .open)
+        try await Task.sleep(for: .milliseconds(400))
+        #expect(await b.breakerStatus("own")?.snapshot.state == .closed)
+        services.cancel()
+        await a.shutdown()
+        await b.shutdown()
+    }
 }

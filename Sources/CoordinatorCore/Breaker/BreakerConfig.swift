@@ -94,6 +94,9 @@ public struct BreakerConfig: Codable, Equatable, Sendable {
     /// How long a granted permit stays valid without an outcome; enforced by the node, which reports an
     /// expired permit as `ignored` (default 60000).
     public var permitTimeoutMs: Int64
+    /// How this breaker is shared in cluster mode (`local`, `any`, `quorum(n)`, `aggregate`); `nil`
+    /// uses the node's `breakers.sharing`. Ignored in pilot mode.
+    public var sharing: BreakerSharing?
 
     public init(
         window: Window = .default,
@@ -106,8 +109,10 @@ public struct BreakerConfig: Codable, Equatable, Sendable {
         openWaitMultiplier: Double = 1,
         maxOpenWaitMs: Int64? = nil,
         maxHalfOpenWaitMs: Int64 = 0,
-        permitTimeoutMs: Int64 = 60_000
+        permitTimeoutMs: Int64 = 60_000,
+        sharing: BreakerSharing? = nil
     ) {
+        self.sharing = sharing
         self.window = window
         self.minimumCalls = minimumCalls
         self.failureRateThreshold = failureRateThreshold
@@ -211,7 +216,7 @@ public struct BreakerConfig: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case window, minimumCalls, failureRateThreshold, slowCallRateThreshold, slowCallDurationMs
         case openWaitMs, halfOpenPermittedCalls, openWaitMultiplier, maxOpenWaitMs, maxHalfOpenWaitMs
-        case permitTimeoutMs
+        case permitTimeoutMs, sharing
     }
 
     public init(from decoder: any Decoder) throws {
@@ -229,6 +234,7 @@ public struct BreakerConfig: Codable, Equatable, Sendable {
         maxOpenWaitMs = try c.decodeIfPresent(Int64.self, forKey: .maxOpenWaitMs) ?? d.maxOpenWaitMs
         maxHalfOpenWaitMs = try c.decodeIfPresent(Int64.self, forKey: .maxHalfOpenWaitMs) ?? d.maxHalfOpenWaitMs
         permitTimeoutMs = try c.decodeIfPresent(Int64.self, forKey: .permitTimeoutMs) ?? d.permitTimeoutMs
+        sharing = try c.decodeIfPresent(BreakerSharing.self, forKey: .sharing)
     }
 
     /// Encodes every key; `maxOpenWaitMs` only when set.
@@ -245,6 +251,7 @@ public struct BreakerConfig: Codable, Equatable, Sendable {
         try c.encodeIfPresent(maxOpenWaitMs, forKey: .maxOpenWaitMs)
         try c.encode(maxHalfOpenWaitMs, forKey: .maxHalfOpenWaitMs)
         try c.encode(permitTimeoutMs, forKey: .permitTimeoutMs)
+        try c.encodeIfPresent(sharing, forKey: .sharing)
     }
 }
 

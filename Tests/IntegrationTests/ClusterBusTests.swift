@@ -8,60 +8,24 @@ import Testing
 /// The signed bus and the cluster's shared configuration, against real Redis.
 @Suite("Cluster bus and shared configuration (real Redis)", .serialized)
 struct ClusterBusTests {
-    static let secret = ClusterModeTests.secret
-
-    func startNode(cluster: String, nodeID: String) async throws -> CoordinatorNode {
-        var configuration = NodeConfiguration()
-        configuration.dataDirectory = NSTemporaryDirectory() + "coordinator-bus-\(UUID().uuidString)"
-        configuration.sqliteSynchronous = .normal
-        configuration.redisURL = try TestEnvironment.redisURL
-        configuration.clusterName = cluster
-        configuration.clusterSecret = Self.secret
-        configuration.nodeID = nodeID
-        configuration.redisDeadlineMilliseconds = 2_000
-        configuration.heartbeatIntervalMilliseconds = 200
-        var logger = Logger(label: "bus-test")
-        logger.logLevel = .critical
-        return try await CoordinatorNode.start(configuration: configuration, logger: logger).node
-    }
-
-    /// Runs every node's `ClusterService` (heartbeat, reconciliation, bus) until the task is cancelled.
-    func runClusterServices(_ nodes: [CoordinatorNode]) -> Task<Void, any Error> {
-        Task {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for node in nodes { group.addTask { try await ClusterService(node: node).run() } }
-                try await group.waitForAll()
-            }
-        }
-    }
-
-    /// Polls `condition` every 50 ms for up to `seconds`.
-    func eventually(_ seconds: Double = 5, _ condition: () async throws -> Bool) async throws -> Bool {
-        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
-        while ContinuousClock.now < deadline {
-            if try await condition() { return true }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return try await condition()
-    }
 
     @Test("a policy or breaker config set on one node reaches the others, and nodes started later")
     func configurationPropagates() async throws {
         let cluster = TestEnvironment.uniqueName("c")
-        let a = try await startNode(cluster: cluster, nodeID: "a")
-        let b = try await startNode(cluster: cluster, nodeID: "b")
-        let services = runClusterServices([a, b])
+        let a = try await ClusterTestSupport.node(cluster: cluster, nodeID: "a")
+        let b = try await ClusterTestSupport.node(cluster: cluster, nodeID: "b")
+        let services = ClusterTestSupport.runServices([a, b])
         defer { services.cancel() }
 
         let policy = LimitPolicy(limits: [LimitSpec(rate: 7, periodMs: 1000, burst: 7)])
         _ = try await a.putPolicy(name: "shared-p", policy: policy)
-        #expect(try await eventually { await b.limitPolicies()["shared-p"] == policy })
+        #expect(try await ClusterTestSupport.eventually { await b.limitPolicies()["shared-p"] == policy })
         var config = BreakerConfig.default
         config.minimumCalls = 9
         _ = try await b.configureBreaker(name: "shared-b", config: config)
-        #expect(try await eventually { await a.breakerStatus("shared-b")?.snapshot.config.minimumCalls == 9 })
+        #expect(try await ClusterTestSupport.eventually { await a.breakerStatus("shared-b")?.snapshot.config.minimumCalls == 9 })
 
-        let c = try await startNode(cluster: cluster, nodeID: "c")
+        let c = try await ClusterTestSupport.node(cluster: cluster, nodeID: "c")
         #expect(await c.limitPolicies()["shared-p"] == policy, "a node started later reconciles at start")
         #expect(await c.breakerStatus("shared-b")?.snapshot.config.minimumCalls == 9)
         services.cancel()
@@ -71,16 +35,16 @@ struct ClusterBusTests {
     @Test("a token created on one node verifies on another; a revocation reaches every node's cache")
     func tokensAcrossNodes() async throws {
         let cluster = TestEnvironment.uniqueName("c")
-        let a = try await startNode(cluster: cluster, nodeID: "a")
-        let b = try await startNode(cluster: cluster, nodeID: "b")
-        let services = runClusterServices([a, b])
+        let a = try await ClusterTestSupport.node(cluster: cluster, nodeID: "a")
+        let b = try await ClusterTestSupport.node(cluster: cluster, nodeID: "b")
+        let services = ClusterTestSupport.runServices([a, b])
         defer { services.cancel() }
 
         let created = try await a.createToken(subject: "svc", policy: nil, ttlSeconds: 3600)
         #expect(try await b.verifyToken(created.secret) == .valid(created.token), "b finds a's token in the cluster index")
         #expect(try await b.verifyToken(created.secret) == .valid(created.token), "now cached on b")
         _ = try await a.revokeToken(id: created.token.id)
-        #expect(try await eventually { try await b.verifyToken(created.secret) == .invalid(.revoked) })
+        #expect(try await ClusterTestSupport.eventually { try await b.verifyToken(created.secret) == .invalid(.revoked) })
         #expect(try await b.tokens().contains { $0.id == created.token.id && $0.revokedAt != nil })
         services.cancel()
         for node in [a, b] { await node.shutdown() }
@@ -89,13 +53,13 @@ struct ClusterBusTests {
     @Test("malformed, forged, foreign-cluster and replayed messages are dropped, counted, and change nothing")
     func rogueMessages() async throws {
         let cluster = TestEnvironment.uniqueName("c")
-        let b = try await startNode(cluster: cluster, nodeID: "b")
+        let b = try await ClusterTestSupport.node(cluster: cluster, nodeID: "b")
         let service = Task { try await ClusterService(node: b).run() }
         defer { service.cancel() }
         let keys = ClusterKeys(cluster: cluster)
         let redis = try await RedisConnection.connect(url: try TestEnvironment.redisURL)
         // Wait until b's subscriber is in place.
-        #expect(try await eventually { (try await redis.send(["PUBSUB", "NUMSUB", keys.busChannel]).array?.last?.integer ?? 0) >= 1 })
+        #expect(try await ClusterTestSupport.eventually { (try await redis.send(["PUBSUB", "NUMSUB", keys.busChannel]).array?.last?.integer ?? 0) >= 1 })
 
         let before = await b.limitPolicies()
         func frame(cluster: String, secret: String, sequence: UInt64, policyName: String) -> String {
@@ -111,12 +75,12 @@ struct ClusterBusTests {
         _ = try await redis.send(["PUBLISH", keys.busChannel, "%%% not base64 %%%"])
         _ = try await redis.send(["PUBLISH", keys.busChannel, Secrets.base64([0xC0, 0xB5, 1, 2, 3])])
         _ = try await redis.send(["PUBLISH", keys.busChannel, frame(cluster: cluster, secret: "wrong-secret-0123456789", sequence: 1, policyName: "forged")])
-        _ = try await redis.send(["PUBLISH", keys.busChannel, frame(cluster: "other-cluster", secret: Self.secret, sequence: 1, policyName: "foreign")])
-        let genuine = frame(cluster: cluster, secret: Self.secret, sequence: 7, policyName: "genuine")
+        _ = try await redis.send(["PUBLISH", keys.busChannel, frame(cluster: "other-cluster", secret: ClusterTestSupport.secret, sequence: 1, policyName: "foreign")])
+        let genuine = frame(cluster: cluster, secret: ClusterTestSupport.secret, sequence: 7, policyName: "genuine")
         _ = try await redis.send(["PUBLISH", keys.busChannel, genuine])
         _ = try await redis.send(["PUBLISH", keys.busChannel, genuine])
 
-        let counted = try await eventually {
+        let counted = try await ClusterTestSupport.eventually {
             let rejected = await b.busStatistics().rejected
             return (rejected["malformed"] ?? 0) >= 2 && (rejected["bad_signature"] ?? 0) >= 1
                 && (rejected["foreign_cluster"] ?? 0) >= 1 && (rejected["replayed"] ?? 0) >= 1

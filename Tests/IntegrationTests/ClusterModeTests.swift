@@ -11,32 +11,13 @@ import Glibc
 /// Cluster mode against real Redis: several nodes in one process and as separate processes.
 @Suite("Cluster mode (real Redis)", .serialized)
 struct ClusterModeTests {
-    static let secret = "integration-cluster-secret-0123"
-
-    func startNode(redisURL: String, cluster: String, nodeID: String, policies: [String: LimitPolicy]) async throws -> CoordinatorNode {
-        var configuration = NodeConfiguration()
-        configuration.dataDirectory = NSTemporaryDirectory() + "coordinator-cluster-\(UUID().uuidString)"
-        configuration.sqliteSynchronous = .normal
-        configuration.redisURL = redisURL
-        configuration.clusterName = cluster
-        configuration.clusterSecret = Self.secret
-        configuration.nodeID = nodeID
-        // Generous: a loaded CI machine must not look like a lost Redis. Loss is detected by the error
-        // of a killed server, long before this deadline.
-        configuration.redisDeadlineMilliseconds = 2_000
-        configuration.policies = policies.merging(["default": .pilotDefault]) { $1 }
-        var logger = Logger(label: "cluster-test")
-        logger.logLevel = .critical
-        return try await CoordinatorNode.start(configuration: configuration, logger: logger).node
-    }
-
     @Test("two nodes share one limit exactly and see each other as members")
     func sharedLimit() async throws {
         let url = try TestEnvironment.redisURL
         let cluster = TestEnvironment.uniqueName("c")
         let policy = LimitPolicy(limits: [LimitSpec(rate: 5, periodMs: 60_000, burst: 5)])
-        let a = try await startNode(redisURL: url, cluster: cluster, nodeID: "node-a", policies: ["shared": policy])
-        let b = try await startNode(redisURL: url, cluster: cluster, nodeID: "node-b", policies: ["shared": policy])
+        let a = try await ClusterTestSupport.node(redisURL: url, cluster: cluster, nodeID: "node-a", heartbeatMs: 1_000, policies: ["shared": policy])
+        let b = try await ClusterTestSupport.node(redisURL: url, cluster: cluster, nodeID: "node-b", heartbeatMs: 1_000, policies: ["shared": policy])
         await a.heartbeatOnce()
         await b.heartbeatOnce()
 
@@ -66,8 +47,8 @@ struct ClusterModeTests {
         defer { redis.stop() }
         let cluster = TestEnvironment.uniqueName("c")
         let policy = LimitPolicy(limits: [LimitSpec(rate: 10, periodMs: 3_600_000, burst: 10)])
-        let a = try await startNode(redisURL: redis.url, cluster: cluster, nodeID: "node-a", policies: ["p": policy])
-        let b = try await startNode(redisURL: redis.url, cluster: cluster, nodeID: "node-b", policies: ["p": policy])
+        let a = try await ClusterTestSupport.node(redisURL: redis.url, cluster: cluster, nodeID: "node-a", heartbeatMs: 1_000, policies: ["p": policy])
+        let b = try await ClusterTestSupport.node(redisURL: redis.url, cluster: cluster, nodeID: "node-b", heartbeatMs: 1_000, policies: ["p": policy])
         await a.heartbeatOnce()
         await b.heartbeatOnce()
         await a.heartbeatOnce()
@@ -112,7 +93,7 @@ struct ClusterModeTests {
         defer { for server in servers { server.stop() } }
         for index in 0..<2 {
             servers.append(try ServerChild.start(arguments: [
-                "--redis-url", url, "--cluster-name", cluster, "--cluster-secret", Self.secret, "--node-id", "proc-\(index)",
+                "--redis-url", url, "--cluster-name", cluster, "--cluster-secret", ClusterTestSupport.secret, "--node-id", "proc-\(index)",
             ], environment: [
                 "COORDINATOR_LIMITS_POLICIES": #"{"shared":{"limits":[{"rate":4,"periodMs":60000,"burst":4}]}}"#,
                 "COORDINATOR_REDIS_DEADLINE_MS": "2000",
@@ -141,8 +122,8 @@ struct ClusterModeTests {
         let url = try TestEnvironment.redisURL
         let cluster = TestEnvironment.uniqueName("c")
         let policy = LimitPolicy(algorithm: .slidingWindow, limits: [LimitSpec(rate: 100, periodMs: 60_000)], mode: .approximate, syncIntervalMs: 20)
-        let a = try await startNode(redisURL: url, cluster: cluster, nodeID: "a", policies: ["fast": policy])
-        let b = try await startNode(redisURL: url, cluster: cluster, nodeID: "b", policies: ["fast": policy])
+        let a = try await ClusterTestSupport.node(redisURL: url, cluster: cluster, nodeID: "a", heartbeatMs: 1_000, policies: ["fast": policy])
+        let b = try await ClusterTestSupport.node(redisURL: url, cluster: cluster, nodeID: "b", heartbeatMs: 1_000, policies: ["fast": policy])
         let services = Task {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for node in [a, b] { group.addTask { try await ClusterService(node: node).run() } }

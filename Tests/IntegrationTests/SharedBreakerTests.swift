@@ -5,50 +5,16 @@ import Logging
 import RedisClient
 import Testing
 
-/// Shared breakers (`breakers.sharing: any`) against real Redis.
+/// Shared breakers against real Redis.
 @Suite("Shared breakers (real Redis)", .serialized)
 struct SharedBreakerTests {
-    func startNode(cluster: String, nodeID: String, directory: String? = nil, sharing: BreakerSharing = .any) async throws -> CoordinatorNode {
-        var configuration = NodeConfiguration()
-        configuration.dataDirectory = directory ?? NSTemporaryDirectory() + "coordinator-sb-\(UUID().uuidString)"
-        configuration.sqliteSynchronous = .normal
-        configuration.redisURL = try TestEnvironment.redisURL
-        configuration.clusterName = cluster
-        configuration.clusterSecret = ClusterModeTests.secret
-        configuration.nodeID = nodeID
-        configuration.redisDeadlineMilliseconds = 2_000
-        configuration.heartbeatIntervalMilliseconds = 200
-        configuration.breakerSharing = sharing
-        var logger = Logger(label: "shared-breaker-test")
-        logger.logLevel = .critical
-        return try await CoordinatorNode.start(configuration: configuration, logger: logger).node
-    }
-
-    func eventually(_ seconds: Double = 5, _ condition: () async throws -> Bool) async throws -> Bool {
-        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
-        while ContinuousClock.now < deadline {
-            if try await condition() { return true }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        return try await condition()
-    }
-
-    func runServices(_ nodes: [CoordinatorNode]) -> Task<Void, any Error> {
-        Task {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for node in nodes { group.addTask { try await ClusterService(node: node).run() } }
-                try await group.waitForAll()
-            }
-        }
-    }
-
     @Test("one node's trip opens the breaker on every node; an operator close closes it everywhere; a restarted node comes up open")
     func tripPropagates() async throws {
         let cluster = TestEnvironment.uniqueName("c")
         let directoryB = NSTemporaryDirectory() + "coordinator-sb-b-\(UUID().uuidString)"
-        let a = try await startNode(cluster: cluster, nodeID: "a")
-        let b = try await startNode(cluster: cluster, nodeID: "b", directory: directoryB)
-        let services = runServices([a, b])
+        let a = try await ClusterTestSupport.node(cluster: cluster, nodeID: "a")
+        let b = try await ClusterTestSupport.node(cluster: cluster, nodeID: "b", directory: directoryB)
+        let services = ClusterTestSupport.runServices([a, b])
         defer { services.cancel() }
 
         var config = BreakerConfig.default
@@ -56,7 +22,7 @@ struct SharedBreakerTests {
         config.minimumCalls = 4
         config.openWaitMs = 60_000
         _ = try await a.configureBreaker(name: "payments", config: config)
-        #expect(try await eventually { await b.breakerStatus("payments")?.snapshot.config.minimumCalls == 4 })
+        #expect(try await ClusterTestSupport.eventually { await b.breakerStatus("payments")?.snapshot.config.minimumCalls == 4 })
 
         for outcome in [CallOutcome.success, .success, .failure, .failure] {
             let permit = try await a.acquire(breaker: "payments")
@@ -64,7 +30,7 @@ struct SharedBreakerTests {
         }
         #expect(await a.breakerStatus("payments")?.snapshot.state == .open)
         let started = ContinuousClock.now
-        #expect(try await eventually { await b.breakerStatus("payments")?.snapshot.state == .open })
+        #expect(try await ClusterTestSupport.eventually { await b.breakerStatus("payments")?.snapshot.state == .open })
         let propagation = ContinuousClock.now - started
         #expect(propagation < .seconds(2), "trip reached b after \(propagation)")
         let refused = try await b.acquire(breaker: "payments")
@@ -74,14 +40,14 @@ struct SharedBreakerTests {
         // A node restarted while the breaker is open comes up open.
         services.cancel()
         await b.shutdown()
-        let b2 = try await startNode(cluster: cluster, nodeID: "b", directory: directoryB)
+        let b2 = try await ClusterTestSupport.node(cluster: cluster, nodeID: "b", directory: directoryB)
         #expect(await b2.breakerStatus("payments")?.snapshot.state == .open)
 
         // An operator command on any node applies to the whole cluster.
-        let services2 = runServices([a, b2])
+        let services2 = ClusterTestSupport.runServices([a, b2])
         defer { services2.cancel() }
         _ = try await b2.setBreakerState(name: "payments", state: .closed)
-        #expect(try await eventually { await a.breakerStatus("payments")?.snapshot.state == .closed })
+        #expect(try await ClusterTestSupport.eventually { await a.breakerStatus("payments")?.snapshot.state == .closed })
         #expect(try await a.acquire(breaker: "payments").permitted)
         services2.cancel()
         await a.shutdown()
@@ -92,8 +58,8 @@ struct SharedBreakerTests {
     func probesAcrossNodes() async throws {
         let cluster = TestEnvironment.uniqueName("c")
         var nodes: [CoordinatorNode] = []
-        for id in ["a", "b", "c"] { nodes.append(try await startNode(cluster: cluster, nodeID: id)) }
-        let services = runServices(nodes)
+        for id in ["a", "b", "c"] { nodes.append(try await ClusterTestSupport.node(cluster: cluster, nodeID: id)) }
+        let services = ClusterTestSupport.runServices(nodes)
         defer { services.cancel() }
         var config = BreakerConfig.default
         config.window = .init(type: .count, size: 4)
@@ -102,14 +68,14 @@ struct SharedBreakerTests {
         config.halfOpenPermittedCalls = 3
         _ = try await nodes[0].configureBreaker(name: "upstream", config: config)
         for node in nodes.dropFirst() {
-            #expect(try await eventually { await node.breakerStatus("upstream")?.snapshot.config.halfOpenPermittedCalls == 3 })
+            #expect(try await ClusterTestSupport.eventually { await node.breakerStatus("upstream")?.snapshot.config.halfOpenPermittedCalls == 3 })
         }
         for outcome in [CallOutcome.failure, .failure, .failure, .success] {
             let permit = try await nodes[0].acquire(breaker: "upstream")
             _ = try await nodes[0].record(breaker: "upstream", permitID: permit.permitID!, outcome: outcome, durationMilliseconds: 1)
         }
         for node in nodes {
-            #expect(try await eventually { await node.breakerStatus("upstream")?.snapshot.state == .open })
+            #expect(try await ClusterTestSupport.eventually { await node.breakerStatus("upstream")?.snapshot.state == .open })
         }
         try await Task.sleep(for: .milliseconds(400))  // the cluster's open wait (Redis time) passes
 
@@ -124,7 +90,7 @@ struct SharedBreakerTests {
             _ = try await node.record(breaker: "upstream", permitID: permit, outcome: .success, durationMilliseconds: 1)
         }
         for node in nodes {
-            #expect(try await eventually { await node.breakerStatus("upstream")?.snapshot.state == .closed })
+            #expect(try await ClusterTestSupport.eventually { await node.breakerStatus("upstream")?.snapshot.state == .closed })
         }
         services.cancel()
         for node in nodes { await node.shutdown() }
@@ -134,15 +100,15 @@ struct SharedBreakerTests {
     func quorum() async throws {
         let cluster = TestEnvironment.uniqueName("c")
         var nodes: [CoordinatorNode] = []
-        for id in ["a", "b", "c"] { nodes.append(try await startNode(cluster: cluster, nodeID: id, sharing: .quorum(2))) }
-        let services = runServices(nodes)
+        for id in ["a", "b", "c"] { nodes.append(try await ClusterTestSupport.node(cluster: cluster, nodeID: id, sharing: .quorum(2))) }
+        let services = ClusterTestSupport.runServices(nodes)
         defer { services.cancel() }
         var config = BreakerConfig.default
         config.window = .init(type: .count, size: 4)
         config.minimumCalls = 4
         _ = try await nodes[0].configureBreaker(name: "db", config: config)
         for node in nodes.dropFirst() {
-            #expect(try await eventually { await node.breakerStatus("db")?.snapshot.config.minimumCalls == 4 })
+            #expect(try await ClusterTestSupport.eventually { await node.breakerStatus("db")?.snapshot.config.minimumCalls == 4 })
         }
         func trip(_ node: CoordinatorNode) async throws {
             for outcome in [CallOutcome.failure, .failure, .failure, .failure] {
@@ -159,7 +125,7 @@ struct SharedBreakerTests {
         #expect(try await nodes[2].acquire(breaker: "db").permitted)
 
         try await trip(nodes[1])
-        #expect(try await eventually { await nodes[2].breakerStatus("db")?.snapshot.state == .open }, "two distinct nodes tripped: the cluster opens")
+        #expect(try await ClusterTestSupport.eventually { await nodes[2].breakerStatus("db")?.snapshot.state == .open }, "two distinct nodes tripped: the cluster opens")
         services.cancel()
         for node in nodes { await node.shutdown() }
     }
@@ -167,8 +133,8 @@ struct SharedBreakerTests {
     @Test("a transition whose bus message was lost reaches every node at the next reconciliation")
     func lostMessageHeals() async throws {
         let cluster = TestEnvironment.uniqueName("c")
-        let node = try await startNode(cluster: cluster, nodeID: "a")
-        let services = runServices([node])
+        let node = try await ClusterTestSupport.node(cluster: cluster, nodeID: "a")
+        let services = ClusterTestSupport.runServices([node])
         defer { services.cancel() }
         _ = try await node.acquire(breaker: "search")
         // Another node's transition whose announcement never arrives: the record is written in Redis,
@@ -181,7 +147,7 @@ struct SharedBreakerTests {
         ])
         #expect(reply.array?.first == .integer(1))
         let started = ContinuousClock.now
-        #expect(try await eventually { await node.breakerStatus("search")?.snapshot.state == .open })
+        #expect(try await ClusterTestSupport.eventually { await node.breakerStatus("search")?.snapshot.state == .open })
         #expect(ContinuousClock.now - started < .seconds(2), "healed within the reconciliation interval (200 ms here)")
         await redis.close()
         services.cancel()
@@ -192,15 +158,15 @@ struct SharedBreakerTests {
     func aggregate() async throws {
         let cluster = TestEnvironment.uniqueName("c")
         var nodes: [CoordinatorNode] = []
-        for id in ["a", "b", "c"] { nodes.append(try await startNode(cluster: cluster, nodeID: id, sharing: .aggregate)) }
-        let services = runServices(nodes)
+        for id in ["a", "b", "c"] { nodes.append(try await ClusterTestSupport.node(cluster: cluster, nodeID: id, sharing: .aggregate)) }
+        let services = ClusterTestSupport.runServices(nodes)
         defer { services.cancel() }
         var config = BreakerConfig.default
         config.window = .init(type: .count, size: 10)
         config.minimumCalls = 6
         _ = try await nodes[0].configureBreaker(name: "agg", config: config)
         for node in nodes.dropFirst() {
-            #expect(try await eventually { await node.breakerStatus("agg")?.snapshot.config.minimumCalls == 6 })
+            #expect(try await ClusterTestSupport.eventually { await node.breakerStatus("agg")?.snapshot.config.minimumCalls == 6 })
         }
         // Two nodes: 4 calls cluster-wide, below the minimum of 6 — nothing opens.
         for node in nodes.prefix(2) {
@@ -217,7 +183,7 @@ struct SharedBreakerTests {
             _ = try await nodes[2].record(breaker: "agg", permitID: permit.permitID!, outcome: outcome, durationMilliseconds: 1)
         }
         for node in nodes {
-            #expect(try await eventually { await node.breakerStatus("agg")?.snapshot.state == .open })
+            #expect(try await ClusterTestSupport.eventually { await node.breakerStatus("agg")?.snapshot.state == .open })
         }
         services.cancel()
         for node in nodes { await node.shutdown() }
@@ -226,16 +192,16 @@ struct SharedBreakerTests {
     @Test("sharing is per breaker: a breaker configured local trips alone while the node default is any")
     func perBreakerSharing() async throws {
         let cluster = TestEnvironment.uniqueName("c")
-        let a = try await startNode(cluster: cluster, nodeID: "a")
-        let b = try await startNode(cluster: cluster, nodeID: "b")
-        let services = runServices([a, b])
+        let a = try await ClusterTestSupport.node(cluster: cluster, nodeID: "a")
+        let b = try await ClusterTestSupport.node(cluster: cluster, nodeID: "b")
+        let services = ClusterTestSupport.runServices([a, b])
         defer { services.cancel() }
         var config = BreakerConfig.default
         config.window = .init(type: .count, size: 2)
         config.minimumCalls = 2
         config.sharing = .local
         _ = try await a.configureBreaker(name: "own", config: config)
-        #expect(try await eventually { await b.breakerStatus("own")?.snapshot.config.sharing == .local })
+        #expect(try await ClusterTestSupport.eventually { await b.breakerStatus("own")?.snapshot.config.sharing == .local })
         #expect(await b.breakerStatus("own")?.sharing == "local")
         for _ in 0..<2 {
             let permit = try await a.acquire(breaker: "own")

@@ -54,7 +54,8 @@ testenv-down:
 	cluster/testenv down "$(TESTENV_DIR)"
 
 ## make bench: the benchmark table of README (release builds): HTTP side by side with wrk, exact (cluster)
-## mode against redis-benchmark on its own redis-server (unpipelined, then pipelined), then the
+## mode against redis-benchmark on its own redis-server (unpipelined, then pipelined), approximate mode vs
+## exact mode with its overshoot, trip propagation across 5 processes, then the
 ## package-benchmark suite of Benchmarks/ (its own package) with ratios to its in-run baseline.
 ## ARGS go to `coordinator bench http` (e.g. ARGS="--duration 20 --connections 64").
 bench: deps
@@ -62,6 +63,8 @@ bench: deps
 	$$($(SWIFT) build -c release --show-bin-path)/coordinator bench http $(ARGS)
 	$$($(SWIFT) build -c release --show-bin-path)/coordinator bench exact
 	$$($(SWIFT) build -c release --show-bin-path)/coordinator bench exact --pipeline 16 --node-concurrency 128
+	$$($(SWIFT) build -c release --show-bin-path)/coordinator bench approximate
+	$$($(SWIFT) build -c release --show-bin-path)/coordinator bench propagation
 	@set -o pipefail; cd Benchmarks && mkdir -p .build && \
 	  $(SWIFT) package --disable-sandbox benchmark --no-progress 2>&1 | tee .build/benchmark-output.txt && \
 	  python3 ratios.py .build/benchmark-output.txt

@@ -354,6 +354,9 @@ public actor CoordinatorNode {
 
     // MARK: Shared limits (cluster mode)
 
+    /// The refusal cache's key: a refusal is remembered per key and cost.
+    private static func refusalKey(_ key: String, cost: Int) -> String { key + "\u{0}" + String(cost) }
+
     /// One decision in cluster mode: a key known to be over its limit is refused locally; otherwise
     /// one script in Redis decides, bounded by the Redis deadline. When Redis fails the node goes
     /// degraded at once and decides this call (and the following ones) by `onSharedStateLoss`.
@@ -362,8 +365,7 @@ public actor CoordinatorNode {
             return degradedDecision(policyName: policyName, policy: policy, key: key, cost: cost, now: now)
         }
         // A refusal is remembered per cost: a request of the same cost cannot pass before its retry-after.
-        let refusalKey = key + "\u{0}" + String(cost)
-        if cost > 0, let refused = refusals[policyName]?.refusal(key: refusalKey, now: now) {
+        if cost > 0, refusals[policyName] != nil, let refused = refusals[policyName]?.refusal(key: Self.refusalKey(key, cost: cost), now: now) {
             metrics.limiterDecision(policy: policyName, result: "refused_locally")
             return refused
         }
@@ -398,14 +400,14 @@ public actor CoordinatorNode {
             guard approximate[policyName] != nil else {
                 return degradedDecision(policyName: policyName, policy: policy, key: key, cost: cost, now: clock.monotonicNow())
             }
-            return approximate[policyName]!.check(key: key, cost: cost, atRedisMs: redisNowEstimate())
+            return approximate[policyName]!.check(key: key, cost: cost, atRedisMs: redisNowEstimate(), nodes: max(1, lastKnownMembers))
         }
         let epoch = sharedEpoch
         do {
             let decision = try await cluster.check(policyName: policyName, policy: policy, key: key, cost: cost)
             if epoch == sharedEpoch { noteSharedSuccess() }
             if !decision.allowed, decision.retryAfter != nil, cost > 0, policies[policyName] == policy {
-                refusals[policyName, default: LocalRefusalCache(capacity: 100_000)].remember(key: refusalKey, decision: decision, now: clock.monotonicNow())
+                refusals[policyName, default: LocalRefusalCache(capacity: 100_000)].remember(key: Self.refusalKey(key, cost: cost), decision: decision, now: clock.monotonicNow())
             }
             return decision
         } catch {
@@ -779,28 +781,34 @@ public actor CoordinatorNode {
             lastApproximateSync[name] = now
             let items = approximate[name]!.beginSync(atRedisMs: redisNowEstimate())
             guard !items.isEmpty else { continue }
-            let results = await withTaskGroup(of: (LimitSyncItem, Result<(total: Int64, previous: Int64), RedisError>).self) { group in
-                for item in items {
+            // The child tasks carry only an index and plain values back (no typed-throws `Result` in
+            // the task group's element type: that shape corrupted memory on Swift 6.3.1).
+            let outcomes = await withTaskGroup(of: ApproximateSyncOutcome.self) { group in
+                for (index, item) in items.enumerated() {
                     let periodMs = policy.limits[item.limitIndex].periodMs
                     group.addTask {
-                        do throws(RedisError) {
-                            return (item, .success(try await cluster.syncApproximate(policy: name, item: item, periodMs: periodMs)))
+                        do {
+                            let totals = try await cluster.syncApproximate(policy: name, item: item, periodMs: periodMs)
+                            return ApproximateSyncOutcome(index: index, total: totals.total, previous: totals.previous, error: nil)
                         } catch {
-                            return (item, .failure(error))
+                            return ApproximateSyncOutcome(index: index, total: 0, previous: 0, error: error)
                         }
                     }
                 }
-                var collected: [(LimitSyncItem, Result<(total: Int64, previous: Int64), RedisError>)] = []
-                for await result in group { collected.append(result) }
+                var collected: [ApproximateSyncOutcome] = []
+                collected.reserveCapacity(items.count)
+                for await outcome in group { collected.append(outcome) }
                 return collected
             }
-            for (item, result) in results {
-                switch result {
-                case .success(let totals):
-                    approximate[name]?.completeSync(item, clusterTotal: totals.total, previousTotal: totals.previous)
-                case .failure(let error):
+            for outcome in outcomes {
+                let item = items[outcome.index]
+                if let error = outcome.error {
                     approximate[name]?.failSync(item)
-                    if ClusterLink.isLossOfRedis(error), !leaving { noteSharedFailure(error) }
+                    if let redisError = error as? RedisError, ClusterLink.isLossOfRedis(redisError), !leaving {
+                        noteSharedFailure(redisError)
+                    }
+                } else {
+                    approximate[name]?.completeSync(item, clusterTotal: outcome.total, previousTotal: outcome.previous)
                 }
             }
         }
@@ -1496,7 +1504,7 @@ public actor CoordinatorNode {
             switch error.code {
             case .conflict: throw CoordinatorError(.invalidRequest, error.message)
             case .closed: throw CoordinatorError(.shuttingDown, "the store is closed")
-            case .unusable, .backend:
+            case .unusable, .backend, .unavailable:
                 markStore(failed: error)
                 throw CoordinatorError(.storeUnavailable, error.message)
             }
@@ -1524,4 +1532,12 @@ public actor CoordinatorNode {
         encoder.outputFormatting = [.sortedKeys]
         return String(decoding: try encoder.encode(value), as: UTF8.self)
     }
+}
+
+/// What one approximate-mode sync call returned, by position in the batch.
+private struct ApproximateSyncOutcome: Sendable {
+    var index: Int
+    var total: Int64
+    var previous: Int64
+    var error: (any Error)?
 }

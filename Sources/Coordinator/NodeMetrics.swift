@@ -8,6 +8,7 @@ final class NodeMetrics: @unchecked Sendable {
     // actor's executor; the metric handles themselves are thread-safe.
     /// Counters by label set, created on first use.
     private var counters: [String: Counter] = [:]
+    private var limiterDecisions: [LimiterDecisionKey: Counter] = [:]
     private var breakerStates: [String: [BreakerState: Gauge]] = [:]
     private let cacheHits = Counter(label: "coordinator_token_cache_hits_total")
     private let cacheMisses = Counter(label: "coordinator_token_cache_misses_total")
@@ -51,8 +52,21 @@ final class NodeMetrics: @unchecked Sendable {
         }
     }
 
+    /// The hottest counter: cached by a two-string key, so a decision allocates nothing.
     func limiterDecision(policy: String, result: String) {
-        increment("coordinator_limiter_decisions_total", [("policy", policy), ("result", result)])
+        let key = LimiterDecisionKey(policy: policy, result: result)
+        if let counter = limiterDecisions[key] {
+            counter.increment()
+        } else {
+            let counter = Counter(label: "coordinator_limiter_decisions_total", dimensions: [("policy", policy), ("result", result)])
+            limiterDecisions[key] = counter
+            counter.increment()
+        }
+    }
+
+    private struct LimiterDecisionKey: Hashable {
+        var policy: String
+        var result: String
     }
 
     func breakerCall(_ name: String, result: String) {

@@ -16,11 +16,11 @@ import Glibc
 import Darwin
 #endif
 
-/// `coordinator bench http|exact|core` — see README, "Benchmarks".
+/// `coordinator bench http|exact|approximate|propagation|core` — see README, "Benchmarks".
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (see README, \"Benchmarks\").",
-        subcommands: [BenchHTTP.self, BenchExact.self, BenchCore.self]
+        subcommands: [BenchHTTP.self, BenchExact.self, BenchApproximate.self, BenchPropagation.self, BenchCore.self]
     )
 }
 
@@ -258,6 +258,28 @@ struct BenchHTTP: AsyncParsableCommand {
     }
 }
 
+/// The Redis tools a bench needs, found on PATH (exit status 2 with an install hint otherwise), a
+/// temporary directory and a private `redis-server` in it; both are removed when `body` returns.
+func withBenchRedis(
+    tools names: [String], _ body: (_ redis: RedisServerChild, _ tools: [String: String], _ temp: URL) async throws -> Void
+) async throws {
+    var tools: [String: String] = [:]
+    for name in ["redis-server", "redis-cli"] + names {
+        guard let path = findExecutable(name) else {
+            FileHandle.standardError.write(Data("error: \(name) not found on PATH; install it: apt-get install redis-server\n".utf8))
+            throw ExitCode(2)
+        }
+        tools[name] = path
+    }
+    let temp = FileManager.default.temporaryDirectory.appendingPathComponent("coordinator-bench-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: temp, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: temp) }
+    let redis = try await RedisServerChild.start(
+        server: tools["redis-server"]!, cli: tools["redis-cli"]!, directory: temp.appendingPathComponent("redis"))
+    defer { redis.stop() }
+    try await body(redis, tools, temp)
+}
+
 func findExecutable(_ name: String) -> String? {
     let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
     for directory in path.split(separator: ":") {
@@ -376,26 +398,13 @@ struct BenchExact: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var tools: [String: String] = [:]
-        for name in ["redis-server", "redis-cli", "redis-benchmark"] {
-            guard let path = findExecutable(name) else {
-                FileHandle.standardError.write(Data("error: \(name) not found on PATH; install it: apt-get install redis-server\n".utf8))
-                throw ExitCode(2)
+        try await withBenchRedis(tools: ["redis-benchmark"]) { redis, tools, temp in
+            do {
+                try await measure(redis: redis, benchmark: tools["redis-benchmark"]!, temp: temp)
+            } catch {
+                redis.stop()
+                throw error
             }
-            tools[name] = path
-        }
-        let temp = FileManager.default.temporaryDirectory.appendingPathComponent("coordinator-bench-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: temp, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: temp) }
-
-        let redis = try await RedisServerChild.start(
-            server: tools["redis-server"]!, cli: tools["redis-cli"]!, directory: temp.appendingPathComponent("redis"))
-        defer { redis.stop() }
-        do {
-            try await measure(redis: redis, benchmark: tools["redis-benchmark"]!, temp: temp)
-        } catch {
-            redis.stop()
-            throw error
         }
     }
 
@@ -791,4 +800,546 @@ struct BenchCore: AsyncParsableCommand {
 @inline(never)
 func blackHole<T>(_ value: T) {
     withExtendedLifetime(value) {}
+}
+
+// MARK: - bench approximate
+
+/// Approximate mode against its own `redis-server`: N in-process cluster nodes (each with its own
+/// data directory and a running `ClusterService`). Part A: decisions/s of an always-allowing policy in
+/// exact mode, then the same policy in approximate mode (same nodes × callers shape), and the ratio.
+/// Part B: a real limit (sliding window, 1000 per 10 s) driven on one key for exactly one (Redis-aligned)
+/// window by every node at full speed, and — at the same time, on another key — paced traffic spread
+/// evenly over the nodes; admitted vs the limit and vs `ApproximateLimitSync.overshootBound`.
+struct BenchApproximate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "approximate",
+        abstract: "Approximate-mode decisions/s vs exact mode on N in-process cluster nodes, and the measured overshoot (own redis-server)."
+    )
+
+    @Option(help: "Seconds of load per mode in part A (each preceded by a warm-up of up to 2 s).") var seconds: Int = 10
+    @Option(help: "Concurrent callers of checkLimit per node.") var concurrency: Int = 32
+    @Option(help: "In-process cluster nodes.") var nodes: Int = 2
+    @Option(help: "Part B's limit: admitted requests per window.") var limit: Int = 1_000
+    @Option(help: "Part B's window (periodMs).") var periodMs: Int = 10_000
+    @Option(help: "Approximate mode's syncIntervalMs.") var syncIntervalMs: Int = 50
+
+    static let goalRatio = 10.0
+    static let secret = "bench-cluster-secret-0123456789"
+    static let allowAll = LimitSpec(rate: 1_000_000_000, periodMs: 1_000, burst: 1_000_000_000)
+
+    func validate() throws {
+        guard (1...600).contains(seconds) else { throw ValidationError("--seconds must be between 1 and 600") }
+        guard (1...10_000).contains(concurrency) else { throw ValidationError("--concurrency must be between 1 and 10000") }
+        guard (1...16).contains(nodes) else { throw ValidationError("--nodes must be between 1 and 16") }
+        guard (1...1_000_000).contains(limit) else { throw ValidationError("--limit must be between 1 and 1000000") }
+        guard (1_000...60_000).contains(periodMs) else { throw ValidationError("--period-ms must be between 1000 and 60000") }
+        guard (1...10_000).contains(syncIntervalMs) else { throw ValidationError("--sync-interval-ms must be between 1 and 10000") }
+    }
+
+    func run() async throws {
+        try await withBenchRedis(tools: []) { redis, tools, temp in
+            var logger = Logger(label: "coordinator-bench")
+            logger.logLevel = .warning
+            let registry = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            do {
+                try await measure(redis: redis, temp: temp, logger: logger)
+            } catch {
+                redis.stop()
+                throw error
+            }
+        }
+    }
+
+    /// N started nodes of one cluster, each with its `ClusterService` running in a task.
+    struct Cluster {
+        var nodes: [CoordinatorNode]
+        var services: [Task<Void, Never>]
+
+        func stop() async {
+            for service in services { service.cancel() }
+            for node in nodes { await node.shutdown() }
+            for service in services { await service.value }
+        }
+    }
+
+    func startCluster(name: String, policies: [String: LimitPolicy], redis: RedisServerChild, temp: URL, logger: Logger) async throws -> Cluster {
+        var cluster = Cluster(nodes: [], services: [])
+        do {
+            for index in 0..<nodes {
+                var configuration = NodeConfiguration()
+                configuration.host = "127.0.0.1"
+                configuration.port = 0
+                configuration.dataDirectory = temp.appendingPathComponent("\(name)-\(index)").path
+                configuration.sqliteSynchronous = .normal
+                configuration.logLevel = "warning"
+                configuration.nodeID = "\(name)-\(index)"
+                configuration.policies = policies
+                configuration.defaultPolicyName = policies.keys.sorted().first!
+                configuration.redisURL = "redis://127.0.0.1:\(redis.port)"
+                configuration.clusterName = name
+                configuration.clusterSecret = Self.secret
+                configuration.redisDeadlineMilliseconds = 1_000
+                // A lost Redis must not look like throughput or like a tight limit: fail loudly instead.
+                configuration.onSharedStateLoss = .deny
+                let started = try await CoordinatorNode.start(configuration: configuration, logger: logger)
+                let node = started.node
+                cluster.nodes.append(node)
+                cluster.services.append(Task { try? await ClusterService(node: node).run() })
+            }
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        return cluster
+    }
+
+    /// `callers` tasks per node deciding on `key` as fast as they can for `duration`; returns the
+    /// decisions, the allowed ones per node and the elapsed seconds.
+    static func load(_ nodes: [CoordinatorNode], policy: String, key: String, callers: Int, duration: Duration, requireAllowed: Bool)
+        async throws -> (decisions: Int, allowed: [Int], seconds: Double)
+    {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let end = start + duration
+        let counts = try await withThrowingTaskGroup(of: (Int, Int, Int).self) { group in
+            for (index, node) in nodes.enumerated() {
+                for _ in 0..<callers {
+                    group.addTask {
+                        var count = 0
+                        var allowed = 0
+                        while clock.now < end {
+                            let result = try await node.checkLimit(policy: policy, key: key, cost: 1)
+                            if result.decision.allowed {
+                                allowed += 1
+                            } else if requireAllowed {
+                                throw BenchError("a decision was refused: \(result.decision)")
+                            }
+                            count += 1
+                        }
+                        return (index, count, allowed)
+                    }
+                }
+            }
+            var total = 0
+            var allowed = Array(repeating: 0, count: nodes.count)
+            for try await (index, count, ok) in group {
+                total += count
+                allowed[index] += ok
+            }
+            return (total, allowed)
+        }
+        let elapsed = clock.now - start
+        return (counts.0, counts.1, seconds(elapsed))
+    }
+
+    static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+    }
+
+    func redisCommands(_ redis: RedisServerChild) async throws -> Int {
+        Int(try await redis.info("stats")["total_commands_processed"] ?? "0") ?? 0
+    }
+
+    func measure(redis: RedisServerChild, temp: URL, logger: Logger) async throws {
+        let version = try await redis.info("server")["redis_version"] ?? "?"
+        print("coordinator bench approximate: redis-server \(version) on 127.0.0.1:\(redis.port), \(nodes) in-process nodes, \(concurrency) callers per node, one key")
+
+        // Part A: exact first, then approximate, same shape.
+        var rates: [(mode: String, rate: Double, decisions: Int, redisPerSecond: Double, cpu: Double)] = []
+        for mode in [LimitMode.exact, .approximate] {
+            let policy = LimitPolicy(algorithm: .gcra, limits: [Self.allowAll], mode: mode, syncIntervalMs: syncIntervalMs)
+            let cluster = try await startCluster(name: "bench-a-\(mode.rawValue)", policies: ["bench": policy], redis: redis, temp: temp, logger: logger)
+            do {
+                _ = try await Self.load(cluster.nodes, policy: "bench", key: "bench-key", callers: concurrency, duration: .seconds(min(2, seconds)), requireAllowed: true)
+                let commandsBefore = try await redisCommands(redis)
+                let cpuBefore = cpuSeconds(children: false)
+                let run = try await Self.load(cluster.nodes, policy: "bench", key: "bench-key", callers: concurrency, duration: .seconds(seconds), requireAllowed: true)
+                let cpu = cpuSeconds(children: false) - cpuBefore
+                let commands = try await redisCommands(redis) - commandsBefore
+                for node in cluster.nodes {
+                    let degraded = await node.clusterInfo().degraded
+                    guard degraded.isEmpty else { throw BenchError("a node went degraded during the \(mode.rawValue) run: \(degraded)") }
+                }
+                rates.append((mode.rawValue, Double(run.decisions) / run.seconds, run.decisions, Double(commands) / run.seconds, cpu / Double(max(1, run.decisions))))
+                print(String(format: "  %@: %.0f decisions/s", mode.rawValue, Double(run.decisions) / run.seconds))
+            } catch {
+                await cluster.stop()
+                throw error
+            }
+            await cluster.stop()
+        }
+        print("")
+        print("part A: always-allowing GCRA policy (1e9/s), \(nodes) nodes × \(concurrency) callers, \(seconds) s after a warm-up")
+        print("mode          decisions/s   decisions   Redis commands/s   node CPU µs/decision")
+        for r in rates {
+            print(r.mode.padding(toLength: 12, withPad: " ", startingAt: 0) + String(format: "%13.0f %11d %18.0f %22.3f", r.rate, r.decisions, r.redisPerSecond, r.cpu * 1e6))
+        }
+        let ratio = rates[0].rate > 0 ? rates[1].rate / rates[0].rate : 0
+        print(String(format: "ratio approximate/exact: %.1f × (goal ≥ %.0f ×): %@", ratio, Self.goalRatio, ratio >= Self.goalRatio ? "goal met" : "GOAL MISSED"))
+
+        // Part B: one Redis-aligned window of a real limit.
+        let spec = LimitSpec(rate: limit, periodMs: periodMs)
+        let policy = LimitPolicy(algorithm: .slidingWindow, limits: [spec], mode: .approximate, syncIntervalMs: syncIntervalMs)
+        let cluster = try await startCluster(name: "bench-b", policies: ["limited": policy], redis: redis, temp: temp, logger: logger)
+        let bound = ApproximateLimitSync.overshootBound(nodes: nodes, limit: spec, syncIntervalMs: Int64(syncIntervalMs))
+        let burstKey = "burst-\(UUID().uuidString.prefix(8))"
+        let pacedKey = "paced-\(UUID().uuidString.prefix(8))"
+        let offeredPaced = 2 * limit
+        var burst: (decisions: Int, allowed: [Int], seconds: Double) = (0, [], 0)
+        var paced: [Int] = []
+        let margin = 50
+        do {
+            // Start just after a window boundary of the Redis clock (the windows are aligned on it),
+            // and stop just before the next, so every decision falls in one fresh window.
+            let clock = ContinuousClock()
+            let time = try await redis.cli(["TIME"]).split(whereSeparator: \.isNewline).compactMap { Int64($0.trimmingCharacters(in: .whitespaces)) }
+            let readAt = clock.now
+            guard time.count == 2 else { throw BenchError("TIME answered \(time)") }
+            let redisMs = time[0] * 1000 + time[1] / 1000
+            let boundary = (redisMs / Int64(periodMs) + 1) * Int64(periodMs)
+            let start = readAt + .milliseconds(boundary - redisMs + Int64(margin))
+            let runFor = Duration.milliseconds(periodMs - 2 * margin)
+            print("")
+            print("part B: sliding_window \(limit) per \(periodMs) ms, approximate, syncIntervalMs \(syncIntervalMs), \(nodes) nodes; waiting \(boundary - redisMs + Int64(margin)) ms for a window boundary of the Redis clock")
+            try await clock.sleep(until: start)
+            async let burstRun = Self.load(cluster.nodes, policy: "limited", key: burstKey, callers: concurrency, duration: runFor, requireAllowed: false)
+            async let pacedRun: [Int] = withThrowingTaskGroup(of: Int.self) { group in
+                let perNode = offeredPaced / nodes
+                let step = Duration.nanoseconds(Int64(periodMs - 2 * margin) * 1_000_000 / Int64(max(1, perNode)))
+                for node in cluster.nodes {
+                    group.addTask {
+                        var allowed = 0
+                        var next = clock.now
+                        for _ in 0..<perNode {
+                            if try await node.checkLimit(policy: "limited", key: pacedKey, cost: 1).decision.allowed { allowed += 1 }
+                            next = next + step
+                            try await clock.sleep(until: next)
+                        }
+                        return allowed
+                    }
+                }
+                var all: [Int] = []
+                for try await a in group { all.append(a) }
+                return all
+            }
+            burst = try await burstRun
+            paced = try await pacedRun
+            for node in cluster.nodes {
+                let degraded = await node.clusterInfo().degraded
+                guard degraded.isEmpty else { throw BenchError("a node went degraded during part B: \(degraded)") }
+            }
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
+        let admitted = burst.allowed.reduce(0, +)
+        let pacedAdmitted = paced.reduce(0, +)
+        func verdict(_ n: Int) -> String {
+            n <= limit ? "within the limit" : n <= limit + bound ? "within limit + bound" : "EXCEEDS limit + bound by \(n - limit - bound)"
+        }
+        print("documented steady-state bound: limit + ⌈nodes × rate × sync / period⌉ = \(limit) + \(bound) = \(limit + bound) per window")
+        print(String(format: "burst (all nodes, %d callers each, full speed, one key): %d decisions, admitted %d (per node %@) = %.2f × limit, overshoot %d: %@",
+                     concurrency, burst.decisions, admitted, burst.allowed.map(String.init).joined(separator: "+"), Double(admitted) / Double(limit), admitted - limit, verdict(admitted)))
+        print(String(format: "paced (%d requests spread evenly over the window and the nodes = 2 × limit): admitted %d (per node %@) = %.3f × limit, overshoot %d: %@",
+                     offeredPaced, pacedAdmitted, paced.map(String.init).joined(separator: "+"), Double(pacedAdmitted) / Double(limit), pacedAdmitted - limit, verdict(pacedAdmitted)))
+        if admitted > limit + bound {
+            print("  the burst case is outside the bound's premise: every node admits its share ⌈remaining / nodes⌉ of a fresh key at once; a node whose sync reaches Redis before the others' pushes sees a stale remaining and takes a share of it again (see ApproximateLimitSync's documentation)")
+        }
+    }
+}
+
+// MARK: - bench propagation
+
+/// Trip propagation across N `coordinator serve` child processes sharing one `redis-server`:
+/// forces breaker `bench` open on node 0 (admin `PUT …/state`) and polls `GET /v1/breakers/bench` on
+/// every other node over keep-alive connections until each reports `forced_open`; then closes it the
+/// same way. Latency = first response showing the new state − the moment just before the PUT was sent.
+struct BenchPropagation: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "propagation",
+        abstract: "Breaker trip propagation latency across N `coordinator serve` processes (own redis-server, loopback)."
+    )
+
+    @Option(help: "Node processes.") var nodes: Int = 5
+    @Option(help: "Trips measured (one unmeasured warm-up trip precedes them).") var trips: Int = 50
+    @Option(help: "Children's heartbeatIntervalMs.") var heartbeatMs: Int = 200
+    @Option(help: "Children's sqlite.synchronous (full or normal); node 0 persists the forced state before it transitions.")
+    var sqliteSynchronous: String = "normal"
+
+    static let goalP99Ms = 5.0
+    static let adminToken = "bench-admin-token-0123456789abcdef0123"
+    static let secret = "bench-cluster-secret-0123456789"
+
+    func validate() throws {
+        guard (2...32).contains(nodes) else { throw ValidationError("--nodes must be between 2 and 32") }
+        guard (1...10_000).contains(trips) else { throw ValidationError("--trips must be between 1 and 10000") }
+        guard (100...60_000).contains(heartbeatMs) else { throw ValidationError("--heartbeat-ms must be between 100 and 60000") }
+        guard ["full", "normal"].contains(sqliteSynchronous) else { throw ValidationError("--sqlite-synchronous must be full or normal") }
+    }
+
+    func run() async throws {
+        guard let executable = Bundle.main.executablePath ?? CommandLine.arguments.first else { throw BenchError("cannot find this executable") }
+        try await withBenchRedis(tools: []) { redis, tools, temp in
+            let children = ChildProcesses()
+            defer { children.stopAll() }
+            do {
+                var ports: [Int] = []
+                for index in 0..<nodes {
+                    let directory = temp.appendingPathComponent("n\(index)")
+                    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+                    let out = directory.appendingPathComponent("stdout.log")
+                    let err = directory.appendingPathComponent("stderr.log")
+                    _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+                    _ = FileManager.default.createFile(atPath: err.path, contents: nil)
+                    let process = Process()
+                    process.executableURL = URL(fileURLWithPath: executable)
+                    process.arguments = [
+                        "serve", "--port", "0", "--data-dir", directory.appendingPathComponent("data").path,
+                        "--redis-url", "redis://127.0.0.1:\(redis.port)", "--cluster-name", "bench-propagation",
+                        "--cluster-secret", Self.secret, "--node-id", "n\(index)",
+                    ]
+                    var environment = ProcessInfo.processInfo.environment
+                    environment["COORDINATOR_ADMIN_TOKEN"] = Self.adminToken
+                    environment["COORDINATOR_HEARTBEAT_INTERVAL_MS"] = "\(heartbeatMs)"
+                    environment["COORDINATOR_LOG_LEVEL"] = "warning"
+                    environment["COORDINATOR_SQLITE_SYNCHRONOUS"] = sqliteSynchronous
+                    process.environment = environment
+                    process.standardOutput = try FileHandle(forWritingTo: out)
+                    process.standardError = try FileHandle(forWritingTo: err)
+                    try process.run()
+                    children.add(process)
+                    ports.append(try await Self.waitForListening(process: process, stdout: out, stderr: err, index: index))
+                }
+                print("coordinator bench propagation: \(nodes) `coordinator serve` processes (heartbeatIntervalMs \(heartbeatMs), sqlite.synchronous \(sqliteSynchronous), log level warning) on ports \(ports.map(String.init).joined(separator: ", ")), redis-server on \(redis.port)")
+                let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<PropagationResult, any Error>) in
+                    let trips = self.trips
+                    let ports = ports
+                    Thread.detachNewThread {
+                        continuation.resume(with: Result { try Self.measure(ports: ports, trips: trips) })
+                    }
+                }
+                report(result)
+            } catch {
+                children.stopAll()
+                redis.stop()
+                throw error
+            }
+        }
+    }
+
+    static func waitForListening(process: Process, stdout: URL, stderr: URL, index: Int) async throws -> Int {
+        for _ in 0..<600 {
+            let text = (try? String(contentsOf: stdout, encoding: .utf8)) ?? ""
+            if let range = text.range(of: "listening on http://") {
+                let rest = text[range.upperBound...].prefix(while: { !$0.isNewline })
+                if let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]) { return port }
+            }
+            if !process.isRunning { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let errors = (try? String(contentsOf: stderr, encoding: .utf8)) ?? ""
+        throw BenchError("node \(index) did not report \"listening on\" within 30 s:\n\(errors.suffix(2_000))")
+    }
+
+    struct PropagationResult {
+        var open: [Double] = []  // ms, per (trip, other node)
+        var close: [Double] = []
+        var pollRoundTrips: [Double] = []  // ms
+        var putMs: [Double] = []
+        var openAfterPut: [Double] = []  // ms after the PUT's response arrived (negative: before)
+        var polls = 0
+    }
+
+    static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+    static func measure(ports: [Int], trips: Int) throws -> PropagationResult {
+        let admin = try BlockingHTTPConnection(port: ports[0])
+        let pollers = try ports.dropFirst().map { try BlockingHTTPConnection(port: $0) }
+        let auth = ["Authorization: Bearer \(adminToken)", "Content-Type: application/json"]
+        var result = PropagationResult()
+        for trip in 0...trips {
+            for target in ["forced_open", "closed"] {
+                let shared = PollResults(count: pollers.count)
+                let started = DispatchSemaphore(value: 0)
+                let done = DispatchSemaphore(value: 0)
+                let needle = "\"state\":\"\(target)\""
+                for (index, connection) in pollers.enumerated() {
+                    Thread.detachNewThread {
+                        started.signal()
+                        var local: [Double] = []
+                        var observed: UInt64?
+                        var problem: String?
+                        let deadline = now() + 5_000_000_000
+                        while observed == nil {
+                            let sent = now()
+                            do {
+                                let response = try connection.request("GET", "/v1/breakers/bench")
+                                let received = now()
+                                local.append(Double(received - sent) / 1e6)
+                                if response.status == 200, response.body.contains(needle) { observed = received }
+                                else if response.status != 200 && response.status != 404 { problem = "GET answered \(response.status): \(response.body)" }
+                            } catch {
+                                problem = "\(error)"
+                            }
+                            if problem != nil || now() > deadline { break }
+                        }
+                        shared.lock.withLock {
+                            shared.seen[index] = observed
+                            shared.roundTrips += local
+                            if observed == nil { shared.failure = shared.failure ?? (problem ?? "node \(index + 1) did not reach \(target) within 5 s") }
+                        }
+                        done.signal()
+                    }
+                }
+                for _ in pollers { started.wait() }
+                usleep(1_000)  // let every poller get a request or two in flight
+                let t0 = now()
+                let put = try admin.request("PUT", "/v1/breakers/bench/state", headers: auth, body: "{\"state\":\"\(target)\"}")
+                let putDone = now()
+                for _ in pollers { done.wait() }
+                let (seen, roundTrips, failure) = shared.lock.withLock { (shared.seen, shared.roundTrips, shared.failure) }
+                guard put.status == 200 else { throw BenchError("PUT state answered \(put.status): \(put.body)") }
+                if let failure { throw BenchError("trip \(trip), \(target): \(failure)") }
+                guard trip > 0 else { continue }  // warm-up
+                let latencies = seen.map { Double(Int64(bitPattern: $0! &- t0)) / 1e6 }
+                if target == "forced_open" {
+                    result.open += latencies
+                    result.openAfterPut += seen.map { Double(Int64(bitPattern: $0! &- putDone)) / 1e6 }
+                } else {
+                    result.close += latencies
+                }
+                result.pollRoundTrips += roundTrips
+                result.polls += roundTrips.count
+                result.putMs.append(Double(putDone - t0) / 1e6)
+            }
+        }
+        return result
+    }
+
+    static func percentile(_ values: [Double], _ p: Double) -> Double {
+        guard !values.isEmpty else { return .nan }
+        let sorted = values.sorted()
+        let rank = Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1
+        return sorted[min(sorted.count - 1, max(0, rank))]
+    }
+
+    func report(_ r: PropagationResult) {
+        func line(_ name: String, _ v: [Double]) -> String {
+            name.padding(toLength: 44, withPad: " ", startingAt: 0)
+                + String(format: "%8d %9.3f %9.3f %9.3f %9.3f", v.count, Self.percentile(v, 50), Self.percentile(v, 99), v.max() ?? .nan, v.min() ?? .nan)
+        }
+        print("")
+        print("\(trips) trips (after one warm-up trip), \(nodes - 1) polled nodes each; ms from just before the PUT was sent")
+        print("measure".padding(toLength: 44, withPad: " ", startingAt: 0) + "   count       p50       p99       max       min")
+        print(line("forced_open reached every other node", r.open))
+        print(line("closed reached every other node", r.close))
+        print(line("forced_open, counted from the PUT's response", r.openAfterPut))
+        print(line("PUT round trip on node 0", r.putMs))
+        print(line("poll resolution: one GET round trip", r.pollRoundTrips))
+        let p99 = Self.percentile(r.open, 99)
+        print(String(format: "trip propagation p99 %.3f ms (goal ≤ %.0f ms): %@", p99, Self.goalP99Ms, p99 <= Self.goalP99Ms ? "goal met" : "GOAL MISSED"))
+    }
+}
+
+final class PollResults: @unchecked Sendable {
+    let lock = NSLock()
+    var seen: [UInt64?]
+    var roundTrips: [Double] = []
+    var failure: String?
+    init(count: Int) { seen = Array(repeating: nil, count: count) }
+}
+
+/// Child processes stopped together: SIGTERM to all, SIGKILL to those still running after 3 s.
+final class ChildProcesses: @unchecked Sendable {
+    private let lock = NSLock()
+    private var processes: [Process] = []
+
+    func add(_ process: Process) { lock.withLock { processes.append(process) } }
+
+    func stopAll() {
+        let all = lock.withLock { let all = processes; processes = []; return all }
+        for process in all where process.isRunning { kill(process.processIdentifier, SIGTERM) }
+        for _ in 0..<300 where all.contains(where: \.isRunning) { usleep(10_000) }
+        for process in all where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        for process in all { process.waitUntilExit() }
+    }
+}
+
+/// A blocking HTTP/1.1 keep-alive connection to 127.0.0.1 (TCP_NODELAY, 5 s timeouts); one thread at a time.
+final class BlockingHTTPConnection: @unchecked Sendable {
+    let fd: Int32
+    let port: Int
+    private var buffer: [UInt8] = []
+
+    init(port: Int) throws {
+        #if canImport(Glibc)
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #else
+        fd = socket(AF_INET, SOCK_STREAM, 0)
+        #endif
+        self.port = port
+        guard fd >= 0 else { throw BenchError("socket() failed: errno \(errno)") }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            close(fd)
+            throw BenchError("connect to 127.0.0.1:\(port) failed: errno \(errno)")
+        }
+    }
+
+    deinit { close(fd) }
+
+    func request(_ method: String, _ path: String, headers: [String] = [], body: String = "") throws -> (status: Int, body: String) {
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\n"
+        for header in headers { head += header + "\r\n" }
+        if method != "GET" || !body.isEmpty { head += "Content-Length: \(body.utf8.count)\r\n" }
+        let request = Array((head + "\r\n" + body).utf8)
+        var sent = 0
+        while sent < request.count {
+            let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw BenchError("send failed: errno \(errno)") }
+            sent += n
+        }
+        // Headers, then Content-Length bytes of body.
+        var headerEnd: Int?
+        while true {
+            if headerEnd == nil, buffer.count >= 4 {
+                for i in 0...(buffer.count - 4) where buffer[i] == 13 && buffer[i + 1] == 10 && buffer[i + 2] == 13 && buffer[i + 3] == 10 {
+                    headerEnd = i
+                    break
+                }
+            }
+            if let end = headerEnd {
+                let headText = String(decoding: buffer[0..<end], as: UTF8.self)
+                let lines = headText.split(separator: "\r\n")
+                let fields = (lines.first ?? "").split(separator: " ")
+                guard fields.count >= 2, let status = Int(fields[1]) else { throw BenchError("malformed status line: \(lines.first ?? "")") }
+                var length = 0
+                for line in lines.dropFirst() where line.lowercased().hasPrefix("content-length:") {
+                    length = Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) ?? 0
+                }
+                if buffer.count >= end + 4 + length {
+                    let body = String(decoding: buffer[(end + 4)..<(end + 4 + length)], as: UTF8.self)
+                    buffer.removeFirst(end + 4 + length)
+                    return (status, body)
+                }
+            }
+            var chunk = [UInt8](repeating: 0, count: 16_384)
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else { throw BenchError(n == 0 ? "connection closed by 127.0.0.1:\(port)" : "recv failed: errno \(errno)") }
+            buffer.append(contentsOf: chunk[0..<n])
+        }
+    }
 }

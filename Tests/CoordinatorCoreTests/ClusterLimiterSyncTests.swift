@@ -87,7 +87,7 @@ struct ClusterLimiterSyncTests {
         var redis: [Int64: Int64] = [:]
         var admittedPerWindow: [Int64: Int] = [:]
         for ms in Int64(0)..<5_000 {
-            for index in nodes.indices where nodes[index].check(key: "k", atRedisMs: ms).allowed {
+            for index in nodes.indices where nodes[index].check(key: "k", atRedisMs: ms, nodes: 5).allowed {
                 admittedPerWindow[ms / 1_000, default: 0] += 1
             }
             if ms % 50 == 49 {
@@ -104,6 +104,59 @@ struct ClusterLimiterSyncTests {
             #expect(admitted <= bound, "window \(window): \(admitted)")
             #expect(admitted >= 500, "window \(window): \(admitted)")  // the limit is actually used
         }
+    }
+
+    @Test("between syncs a node admits only its share of the cluster's remaining capacity")
+    func fairShareBurst() {
+        let limit = LimitSpec(rate: 1_000, periodMs: 10_000)
+        let policy = LimitPolicy(algorithm: .slidingWindow, limits: [limit], mode: .approximate, syncIntervalMs: 50)
+        var nodes = (0..<5).map { _ in ApproximateLimitSync(policy: policy) }
+        var redis: [Int64: Int64] = [:]
+        func sync(_ index: Int, at ms: Int64) {
+            for item in nodes[index].beginSync(atRedisMs: ms) {
+                redis[item.window, default: 0] += item.amount
+                nodes[index].completeSync(item, clusterTotal: redis[item.window]!, previousTotal: redis[item.window - 1] ?? 0)
+            }
+        }
+        // A burst on every node of a fresh key before any sync: each takes ⌈1000 / 5⌉, not the whole limit.
+        var admitted = 0
+        for index in nodes.indices {
+            for _ in 0..<2_000 where nodes[index].check(key: "k", atRedisMs: 100, nodes: 5).allowed { admitted += 1 }
+        }
+        #expect(admitted == 1_000)
+        let refused = nodes[0].check(key: "k", atRedisMs: 100, nodes: 5)
+        #expect(!refused.allowed && refused.remaining == 0 && refused.retryAfter == .milliseconds(50))
+        // After the syncs (the first nodes to sync saw the others' pushes only on the second round)
+        // every node sees the window full: nothing more until the window rolls.
+        for index in nodes.indices { sync(index, at: 150) }
+        for index in nodes.indices { _ = nodes[index].check(key: "k", cost: 0, atRedisMs: 160, nodes: 5) }
+        for index in nodes.indices { sync(index, at: 170) }
+        for index in nodes.indices { #expect(!nodes[index].check(key: "k", atRedisMs: 200, nodes: 5).allowed) }
+        #expect(redis[0] == 1_000)
+
+        // Partial use: two nodes busy, three idle. The busy ones get a share each interval and the
+        // cluster never exceeds the limit, while the limit is still reached.
+        var fresh = (0..<5).map { _ in ApproximateLimitSync(policy: policy) }
+        var counts: [Int64: Int64] = [:]
+        var total = 0
+        for ms in stride(from: Int64(20_000), to: 22_000, by: 1) {
+            for index in 0..<2 where fresh[index].check(key: "j", atRedisMs: ms, nodes: 5).allowed { total += 1 }
+            if ms % 50 == 49 {
+                for index in 0..<5 {
+                    for item in fresh[index].beginSync(atRedisMs: ms) {
+                        counts[item.window, default: 0] += item.amount
+                        fresh[index].completeSync(item, clusterTotal: counts[item.window]!, previousTotal: counts[item.window - 1] ?? 0)
+                    }
+                }
+            }
+        }
+        // Shares are rounded up: at most one extra per node.
+        #expect(total <= 1_000 + 5 && total >= 990, "admitted \(total)")
+        // A single live node keeps the whole remaining capacity.
+        var single = ApproximateLimitSync(policy: policy)
+        var alone = 0
+        for _ in 0..<1_500 where single.check(key: "k", atRedisMs: 0, nodes: 1).allowed { alone += 1 }
+        #expect(alone == 1_000)
     }
 
     @Test("sweep and the key bound")

@@ -52,6 +52,7 @@ let package = Package(
                 "CoordinatorCore",
                 "SQLiteClient",
                 "RedisClient",
+                "PostgresClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -92,6 +93,7 @@ let package = Package(
         ),
 
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient"], swiftSettings: strict),
+        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

@@ -67,6 +67,25 @@ public struct NodeConfiguration: Sendable, Equatable {
     /// Whether the node runs in cluster mode.
     public var isClusterMode: Bool { redisURL != nil }
 
+    // MARK: PostgreSQL store (on when `postgresURL` is set)
+
+    /// A libpq URL or key=value string naming one or several hosts
+    /// (`postgresql://user@h1:5432,h2:5433/db`), in any order: roles are discovered, not configured.
+    /// `nil` keeps the SQLite store.
+    public var postgresURL: String?
+    /// How often every host is probed (role, LSNs, lag), in milliseconds.
+    public var postgresProbeIntervalMilliseconds: Int64 = 500
+    /// Most connections per host.
+    public var postgresMaxConnectionsPerHost: Int = 10
+    /// Server-side `statement_timeout` of every connection, in milliseconds.
+    public var postgresStatementTimeoutMilliseconds: Int64 = 5_000
+    /// Client-side deadline of one store call (waiting for a connection included), in milliseconds.
+    public var postgresDeadlineMilliseconds: Int64 = 2_000
+    /// Reads that may go to a replica need it within this many bytes of WAL of the primary.
+    public var postgresMaxLagBytes: Int64 = 16 * 1_024 * 1_024
+    /// … and within this many milliseconds of replay lag.
+    public var postgresMaxLagMilliseconds: Int64 = 1_000
+
     public init() {}
 
     /// Rules a configuration built in code (not through `ConfigurationLoader`) can still break.
@@ -86,6 +105,11 @@ public struct NodeConfiguration: Sendable, Equatable {
         if !ResourceName.isValid(clusterName) { problems.append("clusterName must match [A-Za-z0-9._:-]{1,128}") }
         if redisDeadlineMilliseconds < 1 { problems.append("redisDeadlineMilliseconds must be at least 1") }
         if heartbeatIntervalMilliseconds < 100 { problems.append("heartbeatIntervalMilliseconds must be at least 100") }
+        if postgresProbeIntervalMilliseconds < 50 { problems.append("postgresProbeIntervalMilliseconds must be at least 50") }
+        if postgresMaxConnectionsPerHost < 1 { problems.append("postgresMaxConnectionsPerHost must be at least 1") }
+        if postgresDeadlineMilliseconds < 10 { problems.append("postgresDeadlineMilliseconds must be at least 10") }
+        if postgresStatementTimeoutMilliseconds < 0 { problems.append("postgresStatementTimeoutMilliseconds must not be negative") }
+        if postgresMaxLagBytes < 0 || postgresMaxLagMilliseconds < 0 { problems.append("postgres lag bounds must not be negative") }
         for (name, policy) in policies.sorted(by: { $0.key < $1.key }) {
             if !ResourceName.isValid(name) { problems.append("policy name \(name) must match [A-Za-z0-9._:-]{1,128}") }
             if let problem = policy.validate().first { problems.append("policies.\(name).\(problem.key): \(problem.reason)") }
@@ -185,6 +209,13 @@ public enum ConfigurationLoader {
         .init(path: "redisDeadlineMs", kind: .integer(1...10_000), help: "Deadline of a hot-path Redis call."),
         .init(path: "heartbeatIntervalMs", kind: .integer(100...60_000), help: "Membership heartbeat period."),
         .init(path: "breakers.sharing", kind: .string, help: "Breaker sharing in cluster mode: any, local, quorum(n) or aggregate."),
+        .init(path: "postgresUrl", kind: .string, help: "PostgreSQL URL (one or several hosts); turns the PostgreSQL store on."),
+        .init(path: "postgres.probeIntervalMs", kind: .integer(50...60_000), help: "How often every PostgreSQL host is probed."),
+        .init(path: "postgres.maxConnectionsPerHost", kind: .integer(1...1_000), help: "Most connections per PostgreSQL host."),
+        .init(path: "postgres.statementTimeoutMs", kind: .integer(0...3_600_000), help: "Server-side statement_timeout (0: none)."),
+        .init(path: "postgres.deadlineMs", kind: .integer(10...600_000), help: "Client-side deadline of one store call."),
+        .init(path: "postgres.maxLagBytes", kind: .integer(0...(1 << 40)), help: "Replica reads need the replica within this WAL distance."),
+        .init(path: "postgres.maxLagMs", kind: .integer(0...3_600_000), help: "Replica reads need the replica within this replay lag."),
     ]
 
     /// Command-line overrides, applied last.
@@ -196,10 +227,12 @@ public enum ConfigurationLoader {
         public var clusterName: String?
         public var clusterSecret: String?
         public var nodeID: String?
+        public var postgresURL: String?
         public init(
             host: String? = nil, port: Int? = nil, dataDirectory: String? = nil, redisURL: String? = nil,
-            clusterName: String? = nil, clusterSecret: String? = nil, nodeID: String? = nil
+            clusterName: String? = nil, clusterSecret: String? = nil, nodeID: String? = nil, postgresURL: String? = nil
         ) {
+            self.postgresURL = postgresURL
             self.host = host
             self.port = port
             self.dataDirectory = dataDirectory
@@ -252,6 +285,7 @@ public enum ConfigurationLoader {
         if let name = flags.clusterName { values["clusterName"] = (name, "flag --cluster-name") }
         if let secret = flags.clusterSecret { values["clusterSecret"] = (secret, "flag --cluster-secret") }
         if let node = flags.nodeID { values["nodeId"] = (node, "flag --node-id") }
+        if let url = flags.postgresURL { values["postgresUrl"] = (url, "flag --postgres-url") }
 
         var configuration = NodeConfiguration()
         for key in keys {
@@ -329,6 +363,13 @@ public enum ConfigurationLoader {
                     throw ConfigurationError(key: key.path, reason: "must look like redis://[user:password@]host:port/db", source: source)
                 }
                 configuration.redisURL = text
+            case "postgresUrl":
+                guard text.hasPrefix("postgresql://") || text.hasPrefix("postgres://") || text.contains("=") else {
+                    throw ConfigurationError(
+                        key: key.path, reason: "must be a libpq URL (postgresql://user@host:port[,host:port…]/db) or key=value string",
+                        source: source)
+                }
+                configuration.postgresURL = text
             case "clusterName":
                 guard ResourceName.isValid(text) else {
                     throw ConfigurationError(key: key.path, reason: "must match [A-Za-z0-9._:-]{1,128}", source: source)
@@ -374,6 +415,12 @@ public enum ConfigurationLoader {
             case "maintenanceIntervalMs": configuration.maintenanceIntervalMilliseconds = number
             case "redisDeadlineMs": configuration.redisDeadlineMilliseconds = number
             case "heartbeatIntervalMs": configuration.heartbeatIntervalMilliseconds = number
+            case "postgres.probeIntervalMs": configuration.postgresProbeIntervalMilliseconds = number
+            case "postgres.maxConnectionsPerHost": configuration.postgresMaxConnectionsPerHost = Int(number)
+            case "postgres.statementTimeoutMs": configuration.postgresStatementTimeoutMilliseconds = number
+            case "postgres.deadlineMs": configuration.postgresDeadlineMilliseconds = number
+            case "postgres.maxLagBytes": configuration.postgresMaxLagBytes = number
+            case "postgres.maxLagMs": configuration.postgresMaxLagMilliseconds = number
             default: break
             }
         case .choice(let choices):

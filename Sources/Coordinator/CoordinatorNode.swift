@@ -1,6 +1,7 @@
 import CoordinatorCore
 import Foundation
 import Logging
+import PostgresClient
 import RedisClient
 
 /// One coordinator node: interprets the pure cores' decisions and owns the backends.
@@ -78,6 +79,10 @@ public actor CoordinatorNode {
     /// finished does not put the stale record back into the cache.
     private var revocationEpoch: UInt64 = 0
     private var storeStatus: BackendStatus
+    /// The PostgreSQL router (PostgreSQL store only) and its probe loop.
+    private var postgres: ReplicatedPostgres?
+    private var postgresProber: Task<Void, Never>?
+    private var lastPartitionMaintenance: Instant?
     private let storeDetail: String
 
     struct OutstandingPermit: Sendable {
@@ -103,6 +108,9 @@ public actor CoordinatorNode {
     public static func start(
         configuration: NodeConfiguration, clock: any NodeClock = SystemClock(), logger: Logger
     ) async throws -> (node: CoordinatorNode, generatedAdminToken: String?) {
+        if let url = configuration.postgresURL {
+            return try await startWithPostgres(url: url, configuration: configuration, clock: clock, logger: logger)
+        }
         let store: SQLiteStore
         do {
             try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
@@ -119,6 +127,81 @@ public actor CoordinatorNode {
             try? await store.close()
             throw error
         }
+    }
+
+    /// PostgreSQL store: the router probes every host of `url`, waits (bounded) for a primary, opens
+    /// the store (migrating under an advisory lock) and starts the node over it. The node id lives in
+    /// the data directory (the database is shared by every node).
+    private static func startWithPostgres(
+        url: String, configuration: NodeConfiguration, clock: any NodeClock, logger: Logger
+    ) async throws -> (node: CoordinatorNode, generatedAdminToken: String?) {
+        if let problem = configuration.problems().first {
+            throw CoordinatorError(.invalidRequest, "invalid configuration: \(problem)")
+        }
+        var settings = ReplicatedPostgres.Settings()
+        settings.probeInterval = .milliseconds(configuration.postgresProbeIntervalMilliseconds)
+        settings.maxConnectionsPerHost = configuration.postgresMaxConnectionsPerHost
+        settings.statementTimeout = configuration.postgresStatementTimeoutMilliseconds > 0
+            ? .milliseconds(configuration.postgresStatementTimeoutMilliseconds) : nil
+        settings.deadline = .milliseconds(configuration.postgresDeadlineMilliseconds)
+        let router: ReplicatedPostgres
+        do {
+            router = try ReplicatedPostgres(url: url, settings: settings, clock: clock, logger: logger)
+        } catch {
+            throw CoordinatorError(.invalidRequest, "invalid configuration: \(error)")
+        }
+        let prober = Task { await router.run() }
+        let nodeID: String
+        let store: PostgresStore
+        do {
+            try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+            nodeID = try configuration.nodeID ?? persistentNodeID(directory: configuration.dataDirectory)
+            guard await router.waitForPrimary(timeout: .seconds(15)) else {
+                let hosts = router.snapshot().hosts.map { "\($0.id): \($0.role.rawValue)\($0.lastError.map { " (\($0))" } ?? "")" }
+                throw CoordinatorError(.storeUnavailable, "no PostgreSQL primary among \(hosts.joined(separator: ", ")) within 15 s")
+            }
+            var options = PostgresStore.Options()
+            options.listReads = .fresh(
+                maxLagBytes: UInt64(configuration.postgresMaxLagBytes),
+                maxLagSeconds: Double(configuration.postgresMaxLagMilliseconds) / 1_000)
+            store = try await PostgresStore.open(executor: router, options: options, now: clock.wallMilliseconds())
+        } catch {
+            prober.cancel()
+            await router.close()
+            if error is CoordinatorError { throw error }
+            throw CoordinatorError(.storeUnavailable, "cannot open the PostgreSQL store: \(error)")
+        }
+        var withID = configuration
+        withID.nodeID = nodeID
+        do {
+            let started = try await start(
+                configuration: withID, store: store, storeKind: "postgresql",
+                storeDetail: router.targets.map(\.id).joined(separator: ","), clock: clock, logger: logger)
+            await started.node.attach(postgres: router, prober: prober)
+            return started
+        } catch {
+            try? await store.close()
+            prober.cancel()
+            throw error
+        }
+    }
+
+    /// The node id kept in `directory/node-id` (generated on first start).
+    static func persistentNodeID(directory: String) throws -> String {
+        let path = (directory as NSString).appendingPathComponent("node-id")
+        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+            let id = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard ResourceName.isValid(id) else { throw CoordinatorError(.invalidRequest, "\(path) holds an invalid node id") }
+            return id
+        }
+        let id = Secrets.newNodeID()
+        try Data((id + "\n").utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        return id
+    }
+
+    private func attach(postgres router: ReplicatedPostgres, prober: Task<Void, Never>) {
+        postgres = router
+        postgresProber = prober
     }
 
     /// Starts a node over an already open store.
@@ -1389,7 +1472,8 @@ public actor CoordinatorNode {
                     tokenCacheStatus,
                 ],
                 members: [ClusterMember(nodeID: nodeID, isSelf: true, heartbeatAgeMilliseconds: 0)],
-                degraded: []
+                degraded: [],
+                postgres: postgres?.snapshot()
             )
         }
         let shared: BackendStatus
@@ -1414,7 +1498,8 @@ public actor CoordinatorNode {
         }
         return ClusterInfo(
             nodeID: nodeID, mode: "cluster", version: CoordinatorVersion.string, startedAtMilliseconds: startedAt,
-            backends: [storeStatus, shared, tokenCacheStatus], members: members, degraded: degraded
+            backends: [storeStatus, shared, tokenCacheStatus], members: members, degraded: degraded,
+            postgres: postgres?.snapshot()
         )
     }
 
@@ -1424,6 +1509,12 @@ public actor CoordinatorNode {
         do {
             _ = try await store.setting(SettingKey.nodeID)
             var checks = ["store": "ok"]
+            if let postgres {
+                let topology = postgres.snapshot()
+                checks["postgres"] = topology.splitBrain
+                    ? "split brain: \(topology.primary.map { "writing to \($0), others fenced" } ?? "no primary chosen")"
+                    : topology.primary.map { "primary \($0)" } ?? "no primary (failover in progress)"
+            }
             if cluster != nil {
                 // Degraded shared state still serves (local share), so it does not fail readiness.
                 checks["sharedState"] = sharedDegradedSinceWall.map { "degraded since \($0): \(sharedDegradedReason)" } ?? "ok"
@@ -1466,6 +1557,20 @@ public actor CoordinatorNode {
         }
         metrics.limiterKeys(limiters.values.reduce(0) { $0 + $1.keyCount }, swept: swept)
         metrics.cacheSize(tokenCache.count)
+        if let postgresStore = store as? PostgresStore, lastPartitionMaintenance.map({ now - $0 >= .seconds(3_600) }) ?? true {
+            // Audit partitions for this month and the next ones exist before they are needed.
+            lastPartitionMaintenance = now
+            let wall = clock.wallMilliseconds()
+            let logger = logger
+            Task {
+                do {
+                    let created = try await postgresStore.maintainPartitions(now: wall)
+                    if !created.isEmpty { logger.notice("audit partitions created", metadata: ["partitions": "\(created)"]) }
+                } catch {
+                    logger.warning("could not create audit partitions ahead of time", metadata: ["error": "\(error)"])
+                }
+            }
+        }
     }
 
     /// Marks the node as draining: `/readyz` answers 503 so load balancers stop sending traffic,
@@ -1488,6 +1593,8 @@ public actor CoordinatorNode {
         } catch {
             logger.error("closing the store failed", metadata: ["error": "\(error)"])
         }
+        postgresProber?.cancel()
+        await postgres?.close()
         logger.info("node stopped")
     }
 

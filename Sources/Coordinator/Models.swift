@@ -87,6 +87,8 @@ public struct ClusterInfo: Sendable, Equatable {
     public var members: [ClusterMember]
     /// Shared features running in degraded local mode.
     public var degraded: [DegradedFeature]
+    /// The PostgreSQL hosts as this node's router sees them (`nil` with the SQLite store).
+    public var postgres: TopologySnapshot? = nil
 }
 
 /// A live member of the cluster.

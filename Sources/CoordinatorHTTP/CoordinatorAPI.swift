@@ -35,6 +35,7 @@ public struct CoordinatorAPI: Sendable {
         router.add(middleware: ProblemMiddleware())
         router.add(middleware: BodyLimitMiddleware(maxBodyBytes: maxBodyBytes))
         router.add(middleware: MetricsMiddleware())
+        router.add(middleware: ConsistencyMiddleware())
 
         router.get("/healthz") { _, _ in json(.ok, #"{"status":"ok"}"#) }
         router.get("/readyz") { _, _ in await self.readyz() }
@@ -114,6 +115,30 @@ public struct CoordinatorAPI: Sendable {
             item.int("shareDivisor", feature.shareDivisor)
             return item.finish()
         }))
+        if let postgres = info.postgres {
+            var topology = JSONText()
+            topology.string("primary", postgres.primary?.description)
+            topology.bool("splitBrain", postgres.splitBrain)
+            topology.bool("failover", postgres.failoverSince != nil)
+            topology.raw("hosts", JSONText.array(postgres.hosts.map { host in
+                var item = JSONText()
+                item.string("host", host.id.description)
+                item.string("role", host.role.rawValue)
+                item.string("observedRole", host.observedRole.rawValue)
+                item.int("timeline", host.timeline.map { Int64($0) })
+                item.int("lagBytes", host.lagBytes.map { Int64(clamping: $0) })
+                item.int("lagMs", host.lagMs)
+                item.bool("replayPaused", host.replayPaused)
+                item.string("walReceiver", host.walReceiverStatus)
+                item.bool("fenced", host.fenced)
+                item.int("lastProbeAgeMs", host.lastProbeAgeMs)
+                item.int("consecutiveFailures", host.consecutiveFailures)
+                item.string("lastError", host.lastError)
+                item.int("outstandingRequests", host.outstandingRequests)
+                return item.finish()
+            }))
+            body.raw("postgres", topology.finish())
+        }
         return json(.ok, body.finish())
     }
 

@@ -39,12 +39,15 @@ struct NodeOptions: ParsableArguments {
     @Option(name: .customLong("node-id"), help: "Stable node id (default: generated and kept in the data directory).")
     var nodeID: String?
 
+    @Option(name: .customLong("postgres-url"), help: "PostgreSQL URL, one or several hosts (postgresql://user@h1:5432,h2:5433/db): turns the PostgreSQL store on.")
+    var postgresURL: String?
+
     func load(host: String? = nil, port: Int? = nil) throws -> NodeConfiguration {
         try ConfigurationLoader.load(
             file: config, environment: ProcessInfo.processInfo.environment,
             flags: .init(
                 host: host, port: port, dataDirectory: dataDir, redisURL: redisURL, clusterName: clusterName,
-                clusterSecret: clusterSecret, nodeID: nodeID)
+                clusterSecret: clusterSecret, nodeID: nodeID, postgresURL: postgresURL)
         )
     }
 }

@@ -112,6 +112,27 @@ struct APITests {
         }
     }
 
+    @Test("Coordinator-LSN: a malformed request header is a 400 problem; the SQLite store returns none")
+    func coordinatorLSNHeader() async throws {
+        let test = try await TestNode.make()
+        try await test.withClient { client in
+            for bad in ["16", "G/1", "1/2/3", "123456789/0", ""] {
+                var headers = HTTPFields()
+                headers[HTTPField.Name("Coordinator-LSN")!] = bad
+                let response = try await client.send(.post, "/v1/limits/default/check", json: #"{"key":"lsn"}"#, headers: headers)
+                #expect(response.status == .badRequest, "\(bad)")
+                #expect(response.json["code"] as? String == "invalid-lsn")
+            }
+            var headers = HTTPFields()
+            headers[HTTPField.Name("Coordinator-LSN")!] = "0/16B3748"
+            let accepted = try await client.send(.post, "/v1/limits/default/check", json: #"{"key":"lsn"}"#, headers: headers)
+            #expect(accepted.status == .ok)
+            let write = try await client.send(.put, "/v1/limits/lsn-policy", json: #"{"algorithm":"gcra","limits":[{"rate":5,"periodMs":1000}]}"#, admin: true)
+            #expect(write.status == .ok)
+            #expect(write.headers[HTTPField.Name("Coordinator-LSN")!] == nil)
+        }
+    }
+
     @Test("malformed limit requests get clear 4xx problems")
     func limitErrors() async throws {
         let test = try await TestNode.make()

@@ -35,15 +35,16 @@ struct ClusterScriptTests {
     func gcraBurst() async throws {
         let redis = try await connect()
         let policy = LimitPolicy(limits: [LimitSpec(rate: 5, periodMs: 60_000, burst: 5)])
+        let name = TestEnvironment.uniqueName("p")
         for expected in [4, 3, 2, 1, 0] {
-            let result = try await gcra(redis, policy: policy, name: "p", key: "k", cost: 1)
+            let result = try await gcra(redis, policy: policy, name: name, key: "k", cost: 1)
             #expect(result[0] == 1)
             #expect(result[2] == Int64(expected))
         }
-        let refused = try await gcra(redis, policy: policy, name: "p", key: "k", cost: 1)
+        let refused = try await gcra(redis, policy: policy, name: name, key: "k", cost: 1)
         #expect(refused[0] == 0)
         #expect(refused[4] > 10_000_000 && refused[4] <= 12_000_000, "retry after \(refused[4]) µs")
-        let never = try await gcra(redis, policy: policy, name: "p", key: "other", cost: 6)
+        let never = try await gcra(redis, policy: policy, name: name, key: "other", cost: 6)
         #expect(never[0] == 0 && never[4] == -1)
         await redis.close()
     }
@@ -53,10 +54,11 @@ struct ClusterScriptTests {
         let redis = try await connect()
         let policy = LimitPolicy(limits: [LimitSpec(rate: 5, periodMs: 60_000, burst: 5), LimitSpec(rate: 8, periodMs: 3_600_000, burst: 8)])
         var core = RateLimiter(policy: policy)
+        let name = TestEnvironment.uniqueName("p2")
         let costs = [1, 2, 1, 3, 1, 1, 0, 2, 1, 1, 1, 4, 1]
         for (step, cost) in costs.enumerated() {
             let local = core.check(key: "k", cost: cost, now: .zero)
-            let shared = try await gcra(redis, policy: policy, name: "p2", key: "k", cost: cost)
+            let shared = try await gcra(redis, policy: policy, name: name, key: "k", cost: cost)
             #expect((shared[0] == 1) == local.allowed, "step \(step) cost \(cost)")
             #expect(shared[2] == Int64(local.remaining), "step \(step) remaining")
             #expect(shared[1] == Int64(local.bindingLimit), "step \(step) binding")
@@ -67,13 +69,14 @@ struct ClusterScriptTests {
     @Test("GCRA: 400 concurrent decisions on one key from 8 connections allow exactly the burst")
     func gcraConcurrent() async throws {
         let policy = LimitPolicy(limits: [LimitSpec(rate: 50, periodMs: 3_600_000, burst: 50)])
+        let name = TestEnvironment.uniqueName("hot")
         var connections: [RedisConnection] = []
         for _ in 0..<8 { connections.append(try await connect()) }
         let allowed = try await withThrowingTaskGroup(of: Int.self) { group in
             for connection in connections {
                 group.addTask {
                     var count = 0
-                    for _ in 0..<50 where try await gcra(connection, policy: policy, name: "hot", key: "k", cost: 1)[0] == 1 {
+                    for _ in 0..<50 where try await gcra(connection, policy: policy, name: name, key: "k", cost: 1)[0] == 1 {
                         count += 1
                     }
                     return count

@@ -31,7 +31,7 @@ struct PostgresIntegrationTests {
 
         // Wait for replication (bounded), not a fixed sleep.
         let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(10)
+        let deadline = clock.now + .seconds(30)
         var rows: [[String?]] = []
         var lastError: PostgresError?
         while clock.now < deadline {
@@ -44,7 +44,7 @@ struct PostgresIntegrationTests {
             }
             try await Task.sleep(for: .milliseconds(20))
         }
-        #expect(rows == [["1", "from primary"]], "replica did not catch up in 10 s (last error: \(String(describing: lastError)))")
+        #expect(rows == [["1", "from primary"]], "replica did not catch up in 30 s (last error: \(String(describing: lastError)))")
 
         // The replica is read-only.
         let readOnly = await #expect(throws: PostgresError.self) {

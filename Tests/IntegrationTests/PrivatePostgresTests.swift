@@ -11,7 +11,7 @@ struct PrivatePostgresTests {
     @Test("primary + 2 synchronous replicas: replicate, pause/resume replay, promote, follow, shut down twice")
     func replicationLifecycle() async throws {
         let pg = try await PrivatePostgres.start(replicas: 2, synchronous: true)
-        defer { pg.shutdown() }
+        defer { Thread.detachNewThread { pg.shutdown() } }  // not on the cooperative pool
         let primary = pg.primary
         let replica = pg.replicas[0]
         let other = pg.replicas[1]
@@ -79,7 +79,7 @@ struct PrivatePostgresTests {
     @Test("freeze and thaw, kill -9, stop and start again")
     func processControl() async throws {
         let pg = try await PrivatePostgres.start(replicas: 0)
-        defer { pg.shutdown() }
+        defer { Thread.detachNewThread { pg.shutdown() } }  // not on the cooperative pool
         let server = pg.primary
         try await pg.psql(server, "CREATE TABLE survivors (id int); INSERT INTO survivors VALUES (1)")
 

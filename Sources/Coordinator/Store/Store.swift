@@ -171,6 +171,9 @@ public struct StoreError: Error, Sendable, Equatable, CustomStringConvertible {
         case unusable
         /// Any other backend failure (I/O error, disk full, busy past the timeout).
         case backend
+        /// The backend cannot be reached right now (connection refused or lost, primary demoted);
+        /// the operation may be retried. Idempotent writes (audit appends by id) are safe to retry.
+        case unavailable
     }
 
     public var code: Code

@@ -58,7 +58,8 @@ testenv-down:
 
 ## make bench: the benchmark table of README (release builds): HTTP side by side with wrk, exact (cluster)
 ## mode against redis-benchmark on its own redis-server (unpipelined, then pipelined), approximate mode vs
-## exact mode with its overshoot, trip propagation across 5 processes, then the
+## exact mode with its overshoot, trip propagation across 5 processes, PostgreSQL routing vs direct libpq
+## (throughput, failover, read-your-writes), then the
 ## package-benchmark suite of Benchmarks/ (its own package) with ratios to its in-run baseline.
 ## ARGS go to `coordinator bench http` (e.g. ARGS="--duration 20 --connections 64").
 bench: deps
@@ -68,6 +69,7 @@ bench: deps
 	$$($(SWIFT) build -c release --show-bin-path)/coordinator bench exact --pipeline 16 --node-concurrency 128
 	$$($(SWIFT) build -c release --show-bin-path)/coordinator bench approximate
 	$$($(SWIFT) build -c release --show-bin-path)/coordinator bench propagation
+	$$($(SWIFT) build -c release --show-bin-path)/coordinator bench postgres
 	@set -o pipefail; cd Benchmarks && mkdir -p .build && \
 	  $(SWIFT) package --disable-sandbox benchmark --no-progress 2>&1 | tee .build/benchmark-output.txt && \
 	  python3 ratios.py .build/benchmark-output.txt

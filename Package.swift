@@ -81,6 +81,7 @@ let package = Package(
                 "Coordinator",
                 "CoordinatorCore",
                 "CoordinatorHTTP",
+                "PostgresClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -83,6 +83,11 @@ public actor CoordinatorNode {
     private var postgres: ReplicatedPostgres?
     private var postgresProber: Task<Void, Never>?
     private var lastPartitionMaintenance: Instant?
+    /// The local audit spool (PostgreSQL store only) and how many events wait in it.
+    private var auditSpool: AuditSpool?
+    private var auditSpoolDepth = 0
+    private var drainingSpool = false
+    private var spoolDrainer: Task<Void, Never>?
     private let storeDetail: String
 
     struct OutstandingPermit: Sendable {
@@ -177,7 +182,9 @@ public actor CoordinatorNode {
             let started = try await start(
                 configuration: withID, store: store, storeKind: "postgresql",
                 storeDetail: router.targets.map(\.id).joined(separator: ","), clock: clock, logger: logger)
-            await started.node.attach(postgres: router, prober: prober)
+            let spool = try await AuditSpool.open(path: (configuration.dataDirectory as NSString).appendingPathComponent("audit-spool.sqlite"))
+            let spooled = (try? await spool.count()) ?? 0
+            await started.node.attach(postgres: router, prober: prober, spool: spool, spooled: spooled)
             return started
         } catch {
             try? await store.close()
@@ -199,9 +206,19 @@ public actor CoordinatorNode {
         return id
     }
 
-    private func attach(postgres router: ReplicatedPostgres, prober: Task<Void, Never>) {
+    private func attach(postgres router: ReplicatedPostgres, prober: Task<Void, Never>, spool: AuditSpool, spooled: Int) {
         postgres = router
         postgresProber = prober
+        auditSpool = spool
+        auditSpoolDepth = spooled
+        metrics.auditSpoolDepth(spooled)
+        spoolDrainer = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(200))
+                guard let self else { return }
+                await self.drainAuditSpool()
+            }
+        }
     }
 
     /// Starts a node over an already open store.
@@ -1427,13 +1444,86 @@ public actor CoordinatorNode {
             id: id, actor: actor, action: action, resource: resource, outcome: outcome, detailJSON: detailJSON,
             recordedAt: clock.wallMilliseconds(), nodeID: nodeID
         )
-        let result = try await storeCall { try await $0.appendAudit(input) }
+        if let spool = auditSpool, auditSpoolDepth > 0 {
+            // Events already wait in the spool: this one goes behind them, so the store gets them in order.
+            return try await spoolAudit(input, spool: spool)
+        }
+        let result: AuditAppendResult
+        do {
+            result = try await storeCall { try await $0.appendAudit(input) }
+        } catch let error as CoordinatorError where error.code == .storeUnavailable && auditSpool != nil {
+            return try await spoolAudit(input, spool: auditSpool!)
+        }
         if result.duplicate && !result.sameContent {
             throw CoordinatorError(.auditIDConflict, "audit event \(id) already exists with different content (seq \(result.seq))")
         }
         metrics.auditAppended(duplicate: result.duplicate)
         return result
     }
+
+    /// Spools `input` durably while the store is unreachable (PostgreSQL store only).
+    private func spoolAudit(_ input: AuditEventInput, spool: AuditSpool) async throws -> AuditAppendResult {
+        let appended: AuditSpool.Appended
+        do {
+            appended = try await spool.append(input)
+        } catch {
+            logger.error("could not spool an audit event", metadata: ["error": "\(error)"])
+            throw CoordinatorError(.storeUnavailable, "the store is unreachable and the local audit spool failed: \(error)")
+        }
+        if appended.duplicate && !appended.sameContent {
+            throw CoordinatorError(.auditIDConflict, "audit event \(input.id) is already buffered with different content")
+        }
+        if !appended.duplicate {
+            if auditSpoolDepth == 0 { logger.warning("store unreachable: buffering audit events in the local spool") }
+            auditSpoolDepth += 1
+            metrics.auditSpoolDepth(auditSpoolDepth)
+        }
+        metrics.auditAppended(duplicate: appended.duplicate)
+        return AuditAppendResult(seq: 0, duplicate: appended.duplicate, sameContent: true, buffered: true)
+    }
+
+    /// Moves spooled audit events into the store, oldest first, until the spool is empty or the store
+    /// fails again. Idempotent by id: an event stored before a crash is not stored twice. The
+    /// PostgreSQL service calls it every 200 ms.
+    public func drainAuditSpool() async {
+        guard let spool = auditSpool, auditSpoolDepth > 0, !shuttingDown, !drainingSpool else { return }
+        drainingSpool = true
+        defer { drainingSpool = false }
+        var drained = 0
+        while true {
+            let batch: [AuditSpool.Entry]
+            do {
+                batch = try await spool.oldest(limit: 256)
+            } catch {
+                logger.error("could not read the audit spool", metadata: ["error": "\(error)"])
+                return
+            }
+            if batch.isEmpty { break }
+            for entry in batch {
+                do {
+                    let result = try await store.appendAudit(entry.event)
+                    if result.duplicate && !result.sameContent {
+                        logger.error("a spooled audit event's id is stored with different content; the spooled copy is dropped",
+                                     metadata: ["id": "\(entry.event.id)", "seq": "\(result.seq)"])
+                        metrics.auditSpoolConflict()
+                    }
+                    try await spool.remove(position: entry.position)
+                    auditSpoolDepth = max(0, auditSpoolDepth - 1)
+                    drained += 1
+                } catch {
+                    metrics.auditSpoolDepth(auditSpoolDepth)
+                    if drained > 0 { logger.notice("audit spool partly drained", metadata: ["events": "\(drained)", "left": "\(auditSpoolDepth)"]) }
+                    return
+                }
+            }
+        }
+        auditSpoolDepth = (try? await spool.count()) ?? auditSpoolDepth
+        metrics.auditSpoolDepth(auditSpoolDepth)
+        if drained > 0 { logger.notice("audit spool drained into the store", metadata: ["events": "\(drained)", "left": "\(auditSpoolDepth)"]) }
+    }
+
+    /// Audit events waiting in the local spool.
+    public var bufferedAuditEvents: Int { auditSpoolDepth }
 
     /// Up to `limit` audit events after sequence number `after`.
     public func auditEvents(after: Int64, limit: Int) async throws -> [AuditEvent] {
@@ -1463,11 +1553,16 @@ public actor CoordinatorNode {
     public func clusterInfo() -> ClusterInfo {
         let tokenCacheStatus = BackendStatus(
             role: "tokenCache", kind: "memory", status: "ok", detail: "LRU \(tokenCache.count)/\(configuration.tokenCacheCapacity)", sinceMilliseconds: startedAt)
+        var storeBackends = [storeStatus]
+        if auditSpool != nil {
+            storeBackends.append(BackendStatus(
+                role: "auditSpool", kind: "sqlite", status: auditSpoolDepth == 0 ? "ok" : "degraded",
+                detail: "\(auditSpoolDepth) audit events buffered locally", sinceMilliseconds: startedAt))
+        }
         guard let cluster else {
             return ClusterInfo(
                 nodeID: nodeID, mode: "pilot", version: CoordinatorVersion.string, startedAtMilliseconds: startedAt,
-                backends: [
-                    storeStatus,
+                backends: storeBackends + [
                     BackendStatus(role: "sharedState", kind: "memory", status: "ok", detail: "single node: limiter and breaker state in this process", sinceMilliseconds: startedAt),
                     tokenCacheStatus,
                 ],
@@ -1498,7 +1593,7 @@ public actor CoordinatorNode {
         }
         return ClusterInfo(
             nodeID: nodeID, mode: "cluster", version: CoordinatorVersion.string, startedAtMilliseconds: startedAt,
-            backends: [storeStatus, shared, tokenCacheStatus], members: members, degraded: degraded,
+            backends: storeBackends + [shared, tokenCacheStatus], members: members, degraded: degraded,
             postgres: postgres?.snapshot()
         )
     }
@@ -1506,23 +1601,28 @@ public actor CoordinatorNode {
     /// Whether the node should receive traffic: not shutting down, and the store answers.
     public func readiness() async -> (ready: Bool, checks: [String: String]) {
         if shuttingDown || draining { return (false, ["node": "draining: shutting down"]) }
+        var checks: [String: String] = [:]
+        if auditSpool != nil {
+            checks["auditSpool"] = auditSpoolDepth == 0 ? "empty" : "\(auditSpoolDepth) events buffered (store unreachable), draining"
+        }
+        if let postgres {
+            let topology = postgres.snapshot()
+            checks["postgres"] = topology.splitBrain
+                ? "split brain: \(topology.primary.map { "writing to \($0), others fenced" } ?? "no primary chosen")"
+                : topology.primary.map { "primary \($0)" } ?? "no primary (failover in progress)"
+        }
+        if cluster != nil {
+            // Degraded shared state still serves (local share), so it does not fail readiness.
+            checks["sharedState"] = sharedDegradedSinceWall.map { "degraded since \($0): \(sharedDegradedReason)" } ?? "ok"
+        }
         do {
             _ = try await store.setting(SettingKey.nodeID)
-            var checks = ["store": "ok"]
-            if let postgres {
-                let topology = postgres.snapshot()
-                checks["postgres"] = topology.splitBrain
-                    ? "split brain: \(topology.primary.map { "writing to \($0), others fenced" } ?? "no primary chosen")"
-                    : topology.primary.map { "primary \($0)" } ?? "no primary (failover in progress)"
-            }
-            if cluster != nil {
-                // Degraded shared state still serves (local share), so it does not fail readiness.
-                checks["sharedState"] = sharedDegradedSinceWall.map { "degraded since \($0): \(sharedDegradedReason)" } ?? "ok"
-            }
+            checks["store"] = "ok"
             return (true, checks)
         } catch {
             markStore(failed: error)
-            return (false, ["store": "\(error)"])
+            checks["store"] = "\(error)"
+            return (false, checks)
         }
     }
 
@@ -1593,8 +1693,10 @@ public actor CoordinatorNode {
         } catch {
             logger.error("closing the store failed", metadata: ["error": "\(error)"])
         }
+        spoolDrainer?.cancel()
         postgresProber?.cancel()
         await postgres?.close()
+        await auditSpool?.close()
         logger.info("node stopped")
     }
 

@@ -121,6 +121,15 @@ final class NodeMetrics: @unchecked Sendable {
         cacheEntries.record(entries)
     }
 
+    private let auditSpoolGauge = Gauge(label: "coordinator_audit_spool_depth")
+    private let auditSpoolConflicts = Counter(label: "coordinator_audit_spool_conflicts_total")
+
+    /// Audit events waiting in the local spool (PostgreSQL unreachable).
+    func auditSpoolDepth(_ depth: Int) { auditSpoolGauge.record(depth) }
+
+    /// A spooled event whose id was stored with other content meanwhile (the spooled copy is dropped).
+    func auditSpoolConflict() { auditSpoolConflicts.increment() }
+
     func auditAppended(duplicate: Bool) {
         (duplicate ? auditDuplicate : auditNew).increment()
     }

@@ -501,6 +501,12 @@ public struct CoordinatorAPI: Sendable {
         )
         var json = JSONText()
         json.string("id", id)
+        if result.buffered {
+            // The store is unreachable: spooled durably on this node, stored (in order) when it returns.
+            json.bool("duplicate", result.duplicate)
+            json.bool("buffered", true)
+            return jsonResponse(.accepted, json.finish())
+        }
         json.int("seq", result.seq)
         json.bool("duplicate", result.duplicate)
         return jsonResponse(result.duplicate ? .ok : .created, json.finish())

@@ -16,11 +16,11 @@ import Glibc
 import Darwin
 #endif
 
-/// `coordinator bench http|exact|approximate|propagation|core` — see README, "Benchmarks".
+/// `coordinator bench http|exact|approximate|propagation|postgres|core` — see README, "Benchmarks".
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (see README, \"Benchmarks\").",
-        subcommands: [BenchHTTP.self, BenchExact.self, BenchApproximate.self, BenchPropagation.self, BenchCore.self]
+        subcommands: [BenchHTTP.self, BenchExact.self, BenchApproximate.self, BenchPropagation.self, BenchPostgres.self, BenchCore.self]
     )
 }
 

@@ -120,7 +120,7 @@ struct PostgresRoutingTests {
         }
     }
 
-    @Test("kill -9 of the primary, then promotion: writes fail retryably meanwhile, succeed again within 2 s, nothing acknowledged is lost")
+    @Test("kill -9 of the primary, then promotion: audit appends are buffered meanwhile, stored directly again within 2 s, nothing acknowledged is lost")
     func failover() async throws {
         try await Self.withServers(replicas: 1, synchronous: true) { pg in
             let replica = pg.replicas[0]
@@ -136,9 +136,13 @@ struct PostgresRoutingTests {
                     index += 1
                     let id = UUID().uuidString.lowercased()
                     do {
-                        _ = try await Self.audit(node, id: id)
+                        let result = try await node.appendAudit(id: id, actor: "test", action: "write", resource: "r", outcome: "ok", detailJSON: "{}")
                         acknowledged.withLock { $0.append(id) }
-                        lastSuccess.withLock { $0 = .now }
+                        if result.buffered {
+                            failures.withLock { $0["buffered", default: 0] += 1 }
+                        } else {
+                            lastSuccess.withLock { $0 = .now }
+                        }
                     } catch let error as CoordinatorError {
                         failures.withLock { $0[error.code.rawValue, default: 0] += 1 }
                     } catch {
@@ -152,17 +156,30 @@ struct PostgresRoutingTests {
             try await Task.sleep(for: .milliseconds(500))
             try await pg.promote(replica)
             let promoted = ContinuousClock.now
+            // Writes that are not spooled (token creation) tell when the store takes writes again; audit
+            // appends keep going to the spool until it has drained, to stay in order.
+            var firstWrite: ContinuousClock.Instant?
+            var attempt = 0
+            while firstWrite == nil, ContinuousClock.now - promoted < .seconds(10) {
+                attempt += 1
+                if (try? await node.createToken(subject: "failover\(attempt)", policy: nil, ttlSeconds: nil)) != nil {
+                    firstWrite = .now
+                } else {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+            }
             let recovered = try await ClusterTestSupport.eventually(10) {
                 lastSuccess.withLock { $0.map { $0 > promoted } ?? false }
             }
             writer.cancel()
             _ = await writer.value
-            #expect(recovered)
-            let recoveryTime = (lastSuccess.withLock { $0 } ?? promoted) - promoted
+            #expect(recovered && firstWrite != nil)
+            let recoveryTime = (firstWrite ?? promoted) - promoted
             #expect(recoveryTime <= .seconds(2), "writes succeeded again \(recoveryTime) after the promotion")
-            // While there was no primary, writes failed with the retryable 503 code, nothing else.
+            // While there was no primary, audit appends were spooled (acknowledged as buffered), nothing failed.
             let failed = failures.withLock { $0 }
-            #expect(failed.keys.allSatisfy { $0 == CoordinatorError.Code.storeUnavailable.rawValue }, "\(failed)")
+            #expect(failed.keys.allSatisfy { $0 == "buffered" }, "\(failed)")
+            #expect(try await ClusterTestSupport.eventually(10) { await node.bufferedAuditEvents == 0 })
             #expect(await node.clusterInfo().postgres?.primary == Self.host(replica))
 
             // Every acknowledged event is on the new primary, exactly once.
@@ -211,21 +228,67 @@ struct PostgresRoutingTests {
             var worst: Duration = .zero
             for index in 0..<5 {
                 let start = ContinuousClock.now
+                // The store call gives up at its deadline and the event is spooled (acknowledged as buffered);
+                // a token creation (no spool) fails with 503 within the deadline as well.
+                let result = try await node.appendAudit(
+                    id: "20000000-0000-4000-8000-00000000010\(index)", actor: "test", action: "write", resource: "r", outcome: "ok", detailJSON: "{}")
+                #expect(result.buffered)
                 await #expect(throws: CoordinatorError.self) {
-                    _ = try await Self.audit(node, id: "20000000-0000-4000-8000-00000000010\(index)")
+                    _ = try await node.createToken(subject: "frozen\(index)", policy: nil, ttlSeconds: nil)
                 }
                 worst = max(worst, ContinuousClock.now - start)
             }
             pg.thaw(pg.primary)
             // The deadline plus scheduling slack on a loaded 2-core test machine.
-            #expect(worst <= .milliseconds(1_000), "a call waited \(worst) with a 500 ms deadline")
+            #expect(worst <= .milliseconds(1_500), "two calls took \(worst) with a 500 ms deadline each")
             // Nothing was promoted by the router itself; after the thaw writes succeed again.
             #expect(try await ClusterTestSupport.eventually(10) {
-                (try? await Self.audit(node, id: UUID().uuidString.lowercased())) != nil
+                guard await node.bufferedAuditEvents == 0 else { return false }
+                return (try? await node.createToken(subject: "thawed", policy: nil, ttlSeconds: nil)) != nil
             })
             #expect(await node.clusterInfo().postgres?.primary == Self.host(pg.primary))
             let replicaRole = try await pg.psql(pg.replicas[0], "SELECT pg_is_in_recovery()")
             #expect(replicaRole == "t")
+        }
+    }
+
+    @Test("every PostgreSQL server down: audit events are spooled and acknowledged as buffered, then stored in order, exactly once")
+    func auditSpoolWhilePostgresIsDown() async throws {
+        try await Self.withServers(replicas: 1) { pg in
+            let node = try await Self.node(pg, url: pg.multiHostURL(), deadlineMs: 500)
+            defer { Task { await node.shutdown() } }
+            func append(_ id: String) async throws -> AuditAppendResult {
+                try await node.appendAudit(id: id, actor: "svc", action: "write", resource: "r", outcome: "ok", detailJSON: #"{"n":1}"#)
+            }
+            let before = try await append("40000000-0000-4000-8000-000000000000")
+            #expect(!before.buffered && before.seq > 0)
+
+            try await pg.stop(pg.replicas[0], mode: "immediate")
+            try await pg.stop(pg.primary, mode: "immediate")
+            var ids: [String] = []
+            for index in 1...30 {
+                let id = "40000000-0000-4000-8000-\(String(format: "%012d", index))"
+                let result = try await append(id)
+                #expect(result.buffered && !result.duplicate)
+                ids.append(id)
+            }
+            // A replay of a buffered id is a duplicate; the same id with other content is refused.
+            #expect(try await append(ids[0]).duplicate)
+            await #expect(throws: CoordinatorError.self) {
+                _ = try await node.appendAudit(id: ids[1], actor: "other", action: "write", resource: "r", outcome: "ok", detailJSON: "{}")
+            }
+            #expect(await node.bufferedAuditEvents == 30)
+            let ready = await node.readiness()
+            #expect(ready.checks["auditSpool"]?.contains("30 events buffered") == true)
+
+            try await pg.start(pg.primary)
+            try await pg.start(pg.replicas[0])
+            #expect(try await ClusterTestSupport.eventually(20) { await node.bufferedAuditEvents == 0 })
+            let stored = try await Self.allAuditIDs(node)
+            #expect(stored == ["40000000-0000-4000-8000-000000000000"] + ids, "\(stored)")
+            // New events go straight to the store again.
+            let after = try await append("40000000-0000-4000-8000-999999999999")
+            #expect(!after.buffered && after.seq > 0)
         }
     }
 

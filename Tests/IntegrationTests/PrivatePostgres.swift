@@ -147,10 +147,22 @@ final class PrivatePostgres: Sendable {
         for index in stride(from: 1, through: replicaCount, by: 1) {
             let name = "replica\(index)"
             let data = root + "/" + name
-            try await Tools.runPG(
-                "pg_basebackup", ["-h", "127.0.0.1", "-p", String(primary.port), "-U", "postgres", "-D", data, "-R",
-                                  "-X", "stream", "-c", "fast", "-C", "-S", name, "--no-sync"], in: root
-            ).check("pg_basebackup for \(name)")
+            // The short wal_sender_timeout (2 s, for fast failover detection) can cut a base backup's WAL
+            // stream on a loaded machine: retry (fresh directory, the slot dropped) up to 3 times.
+            var attempt = 0
+            while true {
+                attempt += 1
+                let result = try await Tools.runPG(
+                    "pg_basebackup", ["-h", "127.0.0.1", "-p", String(primary.port), "-U", "postgres", "-D", data, "-R",
+                                      "-X", "stream", "-c", "fast", "-C", "-S", name, "--no-sync"], in: root)
+                if attempt >= 3 { try result.check("pg_basebackup for \(name)"); break }
+                if (try? result.check("pg_basebackup for \(name)")) != nil { break }
+                try? FileManager.default.removeItem(atPath: data)
+                _ = try? await Tools.runPG(
+                    "psql", ["-X", "-q", "-h", "127.0.0.1", "-p", String(primary.port), "-U", "postgres", "-d", "postgres",
+                             "-c", "SELECT pg_drop_replication_slot('\(name)') FROM pg_replication_slots WHERE slot_name = '\(name)'"],
+                    in: root)
+            }
             replicas.append(try await startNew(index: index, name: name, dataDirectory: data, root: root))
         }
         let fixture = PrivatePostgres(root: root, primary: primary, replicas: replicas, synchronous: synchronous)

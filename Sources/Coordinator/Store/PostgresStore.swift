@@ -655,7 +655,7 @@ public final class PostgresStore: CoordinatorStore {
 
     /// A PostgreSQL array literal of `elements`, each quoted (`"` and `\` escaped), for a bound
     /// `$n::text[]` (or `bigint[]`, `bytea[]`) parameter.
-    static func arrayLiteral(_ elements: [String]) -> String {
+    public static func arrayLiteral(_ elements: [String]) -> String {
         var out = "{"
         for (index, element) in elements.enumerated() {
             if index > 0 { out += "," }

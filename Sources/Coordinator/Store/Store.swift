@@ -151,11 +151,15 @@ public struct AuditAppendResult: Sendable, Equatable {
     /// For a duplicate: whether the stored event has the same actor, action, resource, outcome and
     /// detail as the one submitted. A client that reuses an id for different content gets a conflict.
     public var sameContent: Bool
+    /// `true` when the store was unreachable and the event was spooled locally (durably) instead; it
+    /// reaches the store, in order, when the store is back, and has no `seq` until then (0).
+    public var buffered: Bool
 
-    public init(seq: Int64, duplicate: Bool, sameContent: Bool) {
+    public init(seq: Int64, duplicate: Bool, sameContent: Bool, buffered: Bool = false) {
         self.seq = seq
         self.duplicate = duplicate
         self.sameContent = sameContent
+        self.buffered = buffered
     }
 }
 

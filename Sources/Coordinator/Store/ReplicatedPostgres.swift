@@ -198,6 +198,10 @@ public final class ReplicatedPostgres: PostgresExecutor, Sendable {
             outcome = .failure(error)
             if let broken = probeConnections.withLock({ $0.removeValue(forKey: host) }) { await broken.close() }
         }
+        if state.withLock({ $0.closed }), let late = probeConnections.withLock({ $0.removeValue(forKey: host) }) {
+            // Closed while this probe ran: its connection must not outlive the router.
+            await late.close()
+        }
         let now = clock.monotonicNow()
         let actions = state.withLock { state -> [TopologyAction] in
             state.probing.remove(host)

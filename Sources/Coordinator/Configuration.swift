@@ -37,6 +37,9 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var tokenCacheCapacity: Int = 10_000
     /// How long a validated token stays cached, in milliseconds.
     public var tokenCacheTTLMilliseconds: Int64 = 30_000
+    /// How long a validated token stays in the cluster's second-level cache (Redis; PostgreSQL store in
+    /// cluster mode), in milliseconds, capped by the token's expiry.
+    public var tokenCacheSharedTTLMilliseconds: Int64 = 300_000
     /// Capacity of the cache of unknown secrets (bounded separately so a flood of bad tokens cannot evict good ones).
     public var negativeCacheCapacity: Int = 10_000
     /// How long an unknown secret stays cached, in milliseconds.
@@ -198,6 +201,7 @@ public enum ConfigurationLoader {
         .init(path: "limits.maxKeys", kind: .integer(1...100_000_000), help: "Most keys one policy's limiter holds."),
         .init(path: "tokenCache.capacity", kind: .integer(1...10_000_000), help: "Cached valid tokens."),
         .init(path: "tokenCache.ttlMs", kind: .integer(1...86_400_000), help: "How long a valid token stays cached."),
+        .init(path: "tokenCache.sharedTtlMs", kind: .integer(1...86_400_000), help: "How long a valid token stays in the cluster's Redis cache (PostgreSQL store)."),
         .init(path: "tokenCache.negativeCapacity", kind: .integer(1...10_000_000), help: "Cached unknown secrets."),
         .init(path: "tokenCache.negativeTtlMs", kind: .integer(1...3_600_000), help: "How long an unknown secret stays cached."),
         .init(path: "maintenanceIntervalMs", kind: .integer(10...60_000), help: "Timer period: permit expiry, half-open timeouts, limiter sweep."),
@@ -410,6 +414,7 @@ public enum ConfigurationLoader {
             case "limits.maxKeys": configuration.maxLimiterKeys = Int(number)
             case "tokenCache.capacity": configuration.tokenCacheCapacity = Int(number)
             case "tokenCache.ttlMs": configuration.tokenCacheTTLMilliseconds = number
+            case "tokenCache.sharedTtlMs": configuration.tokenCacheSharedTTLMilliseconds = number
             case "tokenCache.negativeCapacity": configuration.negativeCacheCapacity = Int(number)
             case "tokenCache.negativeTtlMs": configuration.negativeCacheTTLMilliseconds = number
             case "maintenanceIntervalMs": configuration.maintenanceIntervalMilliseconds = number

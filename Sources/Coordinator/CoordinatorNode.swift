@@ -22,9 +22,9 @@ public actor CoordinatorNode {
     let startedAt: Int64
 
     private var adminTokenHash: [UInt8]
-    private var policies: [String: LimitPolicy] = [:]
+    var policies: [String: LimitPolicy] = [:]
     private var limiters: [String: RateLimiter] = [:]
-    private var breakerConfigs: [String: BreakerConfig] = [:]
+    var breakerConfigs: [String: BreakerConfig] = [:]
     private var breakers: [String: CircuitBreaker] = [:]
     private var permits: [String: OutstandingPermit] = [:]
     private var outstandingByBreaker: [String: Int] = [:]
@@ -34,16 +34,16 @@ public actor CoordinatorNode {
     /// How long a breaker created on first use must be idle before it may be evicted at the cap.
     static let breakerIdleEviction = Span.seconds(60)
     private var recordedPermits: LRUCache<String, String>
-    private var tokenCache: LRUCache<[UInt8], TokenRecord>
-    private var unknownSecrets: LRUCache<[UInt8], Bool>
-    private var shuttingDown = false
+    var tokenCache: LRUCache<[UInt8], TokenRecord>
+    var unknownSecrets: LRUCache<[UInt8], Bool>
+    var shuttingDown = false
     private var draining = false
 
     // Cluster mode (nil link: pilot mode).
     /// The link to the cluster's Redis, when a Redis URL is configured.
     public nonisolated let cluster: ClusterLink?
     private var membership: MembershipView
-    private var sharedHealth = SharedStateHealth()
+    var sharedHealth = SharedStateHealth()
     private var sharedDegradedSinceWall: Int64?
     private var sharedDegradedReason = ""
     /// Local-share limiters used while Redis is lost, built from the shared policies.
@@ -77,18 +77,35 @@ public actor CoordinatorNode {
     private var lastKnownMembers = 1
     /// Bumped by every revocation, so a verification that read the store before a revocation
     /// finished does not put the stale record back into the cache.
-    private var revocationEpoch: UInt64 = 0
+    var revocationEpoch: UInt64 = 0
     private var storeStatus: BackendStatus
     /// The PostgreSQL router (PostgreSQL store only) and its probe loop.
     private var postgres: ReplicatedPostgres?
     private var postgresProber: Task<Void, Never>?
     private var lastPartitionMaintenance: Instant?
     /// The local audit spool (PostgreSQL store only) and how many events wait in it.
-    private var auditSpool: AuditSpool?
-    private var auditSpoolDepth = 0
+    var auditSpool: AuditSpool?
+    var auditSpoolDepth = 0
     private var drainingSpool = false
     private var spoolDrainer: Task<Void, Never>?
     private let storeDetail: String
+    /// Whether every node shares the store (PostgreSQL): then tokens and documents need no copy in
+    /// Redis, and a peer's change is already stored.
+    let storeIsShared: Bool
+    /// The PostgreSQL change feed (LISTEN/NOTIFY) and its state.
+    var changeFeed: PostgresChangeFeed?
+    var changeFeedTask: Task<Void, Never>?
+    var changeFeedStatus = BackendStatus(role: "changeFeed", kind: "postgresql", status: "degraded", detail: "connecting", sinceMilliseconds: 0)
+    var changeFeedSubscriptions = 0
+    var changeFeedNotifications = 0
+    var changeFeedMalformed = 0
+    /// Document kinds to reload from the store (a change was announced, or the feed resubscribed).
+    var pendingReloads: Set<DocumentKind> = []
+    /// Token lookups that missed the local cache, by the level that answered.
+    var tokenLookups: (shared: Int, store: Int) = (0, 0)
+    /// Audit events waiting in the cluster's spool (Redis stream), as last seen.
+    var sharedSpoolDepth = 0
+    var drainingSharedSpool = false
 
     struct OutstandingPermit: Sendable {
         var breaker: String
@@ -211,14 +228,15 @@ public actor CoordinatorNode {
         postgresProber = prober
         auditSpool = spool
         auditSpoolDepth = spooled
-        metrics.auditSpoolDepth(spooled)
+        metrics.auditSpoolDepth(local: spooled)
         spoolDrainer = Task { [weak self] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(200))
                 guard let self else { return }
-                await self.drainAuditSpool()
+                await self.postgresTick()
             }
         }
+        startChangeFeed(router: router)
     }
 
     /// Starts a node over an already open store.
@@ -307,6 +325,7 @@ public actor CoordinatorNode {
         self.unknownSecrets = LRUCache(capacity: configuration.negativeCacheCapacity)
         self.storeStatus = storeStatus
         self.storeDetail = storeStatus.detail
+        self.storeIsShared = store is PostgresStore
     }
 
     private func loadState() async throws {
@@ -437,9 +456,11 @@ public actor CoordinatorNode {
         return policy
     }
 
-    /// Stores and applies a policy on this node only.
-    private func applyPolicyLocally(name: String, policy: LimitPolicy, json: String) async throws {
-        try await storeCall { try await $0.putDocument(kind: .limitPolicy, name: name, json: json, updatedAt: self.clock.wallMilliseconds()) }
+    /// Stores (unless `persist` is false: the store already has it) and applies a policy on this node.
+    func applyPolicyLocally(name: String, policy: LimitPolicy, json: String, persist: Bool = true) async throws {
+        if persist {
+            try await storeCall { try await $0.putDocument(kind: .limitPolicy, name: name, json: json, updatedAt: self.clock.wallMilliseconds()) }
+        }
         policies[name] = policy
         degradedLimiters[name] = nil
         refusals[name] = nil
@@ -719,14 +740,14 @@ public actor CoordinatorNode {
                 else { return noteBusRejection("bad_payload") }
                 let policy = try JSONDecoder().decode(LimitPolicy.self, from: Data(raw))
                 guard policy.validate().isEmpty else { return noteBusRejection("bad_payload") }
-                if policies[name] != policy { try await applyPolicyLocally(name: name, policy: policy, json: json) }
+                if policies[name] != policy { try await applyPolicyLocally(name: name, policy: policy, json: json, persist: !storeIsShared) }
             case .breakerConfigChanged:
                 guard let name = reader.readShortString(), let raw = reader.readLengthPrefixed(maximumLength: 1 << 20),
                     let json = String(validating: raw, as: UTF8.self), ResourceName.isValid(name)
                 else { return noteBusRejection("bad_payload") }
                 let config = try JSONDecoder().decode(BreakerConfig.self, from: Data(raw))
                 guard config.validate().isEmpty else { return noteBusRejection("bad_payload") }
-                if breakerConfigs[name] != config { try await applyBreakerConfigLocally(name: name, config: config, json: json) }
+                if breakerConfigs[name] != config { try await applyBreakerConfigLocally(name: name, config: config, json: json, persist: !storeIsShared) }
             case .tokenRevoked:
                 guard let id = reader.readShortString() else { return noteBusRejection("bad_payload") }
                 await applyRevocation(id)
@@ -754,7 +775,9 @@ public actor CoordinatorNode {
     private func applyRevocation(_ id: String) async {
         appliedRevocations.insert(id)
         evictToken(id: id)
-        _ = try? await store.revokeToken(id: id, at: clock.wallMilliseconds())
+        // A shared store has it from the revoking node (a revocation that stopped between Redis and
+        // the store is finished by the next lookup of the token).
+        if !storeIsShared { _ = try? await store.revokeToken(id: id, at: clock.wallMilliseconds()) }
     }
 
     /// Brings this node in line with the cluster's shared state in Redis: policies and breaker
@@ -1082,6 +1105,9 @@ public actor CoordinatorNode {
     }
 
     /// Every breaker's status, ordered by name.
+    /// The configuration of breaker `name`, if it has one of its own.
+    public func breakerConfiguration(_ name: String) -> BreakerConfig? { breakerConfigs[name] }
+
     public func breakerStatuses() -> [BreakerStatus] {
         let now = clock.monotonicNow()
         return breakers.keys.sorted().compactMap { status(of: $0, now: now) }
@@ -1116,9 +1142,11 @@ public actor CoordinatorNode {
         return status(of: name, now: clock.monotonicNow())!
     }
 
-    /// Stores and applies a breaker configuration on this node only.
-    private func applyBreakerConfigLocally(name: String, config: BreakerConfig, json: String) async throws {
-        try await storeCall { try await $0.putDocument(kind: .breakerConfig, name: name, json: json, updatedAt: self.clock.wallMilliseconds()) }
+    /// Stores (unless `persist` is false: the store already has it) and applies a breaker configuration on this node.
+    func applyBreakerConfigLocally(name: String, config: BreakerConfig, json: String, persist: Bool = true) async throws {
+        if persist {
+            try await storeCall { try await $0.putDocument(kind: .breakerConfig, name: name, json: json, updatedAt: self.clock.wallMilliseconds()) }
+        }
         let now = clock.monotonicNow()
         breakerConfigs[name] = config
         if sharedBreakers[name] != nil, sharedBreakers[name]!.sharing != sharing(of: name) || config.sharing != nil {
@@ -1231,8 +1259,9 @@ public actor CoordinatorNode {
             id: Secrets.newTokenID(), secretHash: hash, subject: subject, policy: policyName, createdAt: now,
             expiresAt: ttlSeconds.map { now + $0 * 1000 }, revokedAt: nil
         )
-        if let cluster {
-            // Shared first: any node can then verify the token (Redis is the cluster's token index).
+        if let cluster, !storeIsShared {
+            // Shared first: any node can then verify the token (Redis is the cluster's token index;
+            // with PostgreSQL the store itself is shared).
             do {
                 try await cluster.putSharedDocument(kind: SharedKind.tokens, name: record.id, json: try Self.encode(record))
                 try await cluster.putSharedDocument(kind: SharedKind.tokenHashes, name: Secrets.hex(hash), json: record.id)
@@ -1250,7 +1279,7 @@ public actor CoordinatorNode {
     public func tokens() async throws -> [TokenRecord] {
         try ensureRunning()
         var local = try await storeCall { try await $0.tokens() }
-        if let cluster, let shared = try? await cluster.sharedDocuments(kind: SharedKind.tokens) {
+        if let cluster, !storeIsShared, let shared = try? await cluster.sharedDocuments(kind: SharedKind.tokens) {
             // The cluster's index is the truth for tokens created on other nodes.
             let decoder = JSONDecoder()
             var byID = Dictionary(local.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
@@ -1265,6 +1294,7 @@ public actor CoordinatorNode {
     /// Revokes token `id`; the first revocation time is kept. Clears it from the cache at once.
     public func revokeToken(id: String, actor: String = "admin") async throws -> TokenRecord {
         try ensureRunning()
+        if storeIsShared { return try await revokeSharedStoreToken(id: id, actor: actor) }
         let now = clock.wallMilliseconds()
         var shared: TokenRecord?
         if let cluster {
@@ -1295,6 +1325,30 @@ public actor CoordinatorNode {
         return record
     }
 
+    /// Revokes a token of the shared (PostgreSQL) store: first in Redis when configured (revocation
+    /// set + second-level cache entry, one step: no node can re-cache it from then on), then in the
+    /// store, whose trigger NOTIFYs every node; peers also hear it on the bus.
+    private func revokeSharedStoreToken(id: String, actor: String) async throws -> TokenRecord {
+        guard let existing = try await storeCall({ try await $0.token(id: id) }) else {
+            throw CoordinatorError(.unknownToken, "no token with id \"\(id)\"")
+        }
+        if let cluster {
+            do {
+                try await cluster.revokeToken(id: id, secretHashHex: Secrets.hex(existing.secretHash))
+            } catch {
+                throw CoordinatorError(.storeUnavailable, "the cluster's token cache (Redis) is unreachable; token not revoked: \(error)")
+            }
+        }
+        guard let record = try await storeCall({ try await $0.revokeToken(id: id, at: self.clock.wallMilliseconds()) }) else {
+            throw CoordinatorError(.unknownToken, "no token with id \"\(id)\"")
+        }
+        appliedRevocations.insert(id)
+        evictToken(id: id)
+        if cluster != nil { await publish(.tokenRevoked, Self.namePayload(id)) }
+        await auditInternal(action: "token.revoke", resource: "token:\(id)", actor: actor, detail: [:])
+        return record
+    }
+
     /// Verifies a token secret: cache first, then the store. Unknown secrets are cached briefly in
     /// a separately bounded cache so a flood of bad tokens neither reaches the store nor evicts good ones.
     public func verifyToken(_ secret: String) async throws -> TokenVerification {
@@ -1316,11 +1370,7 @@ public actor CoordinatorNode {
         } else {
             metrics.cacheLookup(hit: false)
             let epoch = revocationEpoch
-            var found = try await storeCall({ try await $0.token(secretHash: hash) })
-            if found == nil, cluster != nil {
-                found = await sharedToken(hash: hash)
-            }
-            guard let stored = found else {
+            guard let stored = try await lookUpToken(hash: hash) else {
                 unknownSecrets.set(true, forKey: hash, expiresAt: monotonic + .milliseconds(configuration.negativeCacheTTLMilliseconds))
                 metrics.tokenVerification("unknown")
                 return .invalid(.unknown)
@@ -1344,14 +1394,14 @@ public actor CoordinatorNode {
 
     /// Drops every cached verification of token `id`, and keeps a verification that read the store
     /// before now from re-caching it.
-    private func evictToken(id: String) {
+    func evictToken(id: String) {
         revocationEpoch &+= 1
         tokenCache.removeAll { _, cached in cached.id == id }
     }
 
     /// A token created on another node: looked up in the cluster's index and copied to the local
     /// store, so later checks are local.
-    private func sharedToken(hash: [UInt8]) async -> TokenRecord? {
+    func sharedToken(hash: [UInt8]) async -> TokenRecord? {
         guard let cluster else { return nil }
         do {
             guard let id = try await cluster.sharedDocument(kind: SharedKind.tokenHashes, name: Secrets.hex(hash)),
@@ -1444,8 +1494,8 @@ public actor CoordinatorNode {
             id: id, actor: actor, action: action, resource: resource, outcome: outcome, detailJSON: detailJSON,
             recordedAt: clock.wallMilliseconds(), nodeID: nodeID
         )
-        if let spool = auditSpool, auditSpoolDepth > 0 {
-            // Events already wait in the spool: this one goes behind them, so the store gets them in order.
+        if let spool = auditSpool, auditSpoolDepth > 0 || sharedSpoolDepth > 0 {
+            // Events already wait in a spool: this one goes behind them, so the store gets them in order.
             return try await spoolAudit(input, spool: spool)
         }
         let result: AuditAppendResult
@@ -1461,8 +1511,8 @@ public actor CoordinatorNode {
         return result
     }
 
-    /// Spools `input` durably while the store is unreachable (PostgreSQL store only).
-    private func spoolAudit(_ input: AuditEventInput, spool: AuditSpool) async throws -> AuditAppendResult {
+    /// Spools `input` durably in the local SQLite spool (PostgreSQL store only).
+    func spoolLocally(_ input: AuditEventInput, spool: AuditSpool) async throws -> AuditAppendResult {
         let appended: AuditSpool.Appended
         do {
             appended = try await spool.append(input)
@@ -1476,7 +1526,7 @@ public actor CoordinatorNode {
         if !appended.duplicate {
             if auditSpoolDepth == 0 { logger.warning("store unreachable: buffering audit events in the local spool") }
             auditSpoolDepth += 1
-            metrics.auditSpoolDepth(auditSpoolDepth)
+            metrics.auditSpoolDepth(local: auditSpoolDepth)
         }
         metrics.auditAppended(duplicate: appended.duplicate)
         return AuditAppendResult(seq: 0, duplicate: appended.duplicate, sameContent: true, buffered: true)
@@ -1511,18 +1561,18 @@ public actor CoordinatorNode {
                     auditSpoolDepth = max(0, auditSpoolDepth - 1)
                     drained += 1
                 } catch {
-                    metrics.auditSpoolDepth(auditSpoolDepth)
+                    metrics.auditSpoolDepth(local: auditSpoolDepth)
                     if drained > 0 { logger.notice("audit spool partly drained", metadata: ["events": "\(drained)", "left": "\(auditSpoolDepth)"]) }
                     return
                 }
             }
         }
         auditSpoolDepth = (try? await spool.count()) ?? auditSpoolDepth
-        metrics.auditSpoolDepth(auditSpoolDepth)
+        metrics.auditSpoolDepth(local: auditSpoolDepth)
         if drained > 0 { logger.notice("audit spool drained into the store", metadata: ["events": "\(drained)", "left": "\(auditSpoolDepth)"]) }
     }
 
-    /// Audit events waiting in the local spool.
+    /// Audit events waiting in this node's local spool.
     public var bufferedAuditEvents: Int { auditSpoolDepth }
 
     /// Up to `limit` audit events after sequence number `after`.
@@ -1558,6 +1608,12 @@ public actor CoordinatorNode {
             storeBackends.append(BackendStatus(
                 role: "auditSpool", kind: "sqlite", status: auditSpoolDepth == 0 ? "ok" : "degraded",
                 detail: "\(auditSpoolDepth) audit events buffered locally", sinceMilliseconds: startedAt))
+            if cluster != nil {
+                storeBackends.append(BackendStatus(
+                    role: "sharedAuditSpool", kind: "redis", status: sharedSpoolDepth == 0 ? "ok" : "degraded",
+                    detail: "\(sharedSpoolDepth) audit events buffered in the cluster's stream", sinceMilliseconds: startedAt))
+            }
+            storeBackends.append(changeFeedStatus)
         }
         guard let cluster else {
             return ClusterInfo(
@@ -1604,6 +1660,10 @@ public actor CoordinatorNode {
         var checks: [String: String] = [:]
         if auditSpool != nil {
             checks["auditSpool"] = auditSpoolDepth == 0 ? "empty" : "\(auditSpoolDepth) events buffered (store unreachable), draining"
+            if cluster != nil {
+                checks["sharedAuditSpool"] = sharedSpoolDepth == 0 ? "empty" : "\(sharedSpoolDepth) events buffered in the cluster's stream, draining"
+            }
+            checks["changeFeed"] = changeFeedStatus.status == "ok" ? changeFeedStatus.detail : "reconnecting: \(changeFeedStatus.detail)"
         }
         if let postgres {
             let topology = postgres.snapshot()
@@ -1687,6 +1747,9 @@ public actor CoordinatorNode {
     public func shutdown() async {
         guard !shuttingDown else { return }
         shuttingDown = true
+        // Another node drains the cluster's audit spool from now on (entries this node read but did
+        // not acknowledge are claimed by it).
+        if auditSpool != nil { await cluster?.releaseSpoolDrainLock() }
         await leaveCluster()
         do {
             try await store.close()
@@ -1694,6 +1757,8 @@ public actor CoordinatorNode {
             logger.error("closing the store failed", metadata: ["error": "\(error)"])
         }
         spoolDrainer?.cancel()
+        changeFeedTask?.cancel()
+        await changeFeed?.close()
         postgresProber?.cancel()
         await postgres?.close()
         await auditSpool?.close()
@@ -1704,7 +1769,7 @@ public actor CoordinatorNode {
         if shuttingDown { throw CoordinatorError(.shuttingDown, "the node is shutting down") }
     }
 
-    private func storeCall<T: Sendable>(_ body: (any CoordinatorStore) async throws -> T) async throws -> T {
+    func storeCall<T: Sendable>(_ body: (any CoordinatorStore) async throws -> T) async throws -> T {
         do {
             let value = try await body(store)
             if storeStatus.status != "ok" { markStoreRecovered() }

@@ -121,11 +121,29 @@ final class NodeMetrics: @unchecked Sendable {
         cacheEntries.record(entries)
     }
 
-    private let auditSpoolGauge = Gauge(label: "coordinator_audit_spool_depth")
+    private let auditSpoolGauge = Gauge(label: "coordinator_audit_spool_depth", dimensions: [("spool", "local")])
+    private let sharedAuditSpoolGauge = Gauge(label: "coordinator_audit_spool_depth", dimensions: [("spool", "shared")])
+    private let auditSpoolDeadLetters = Counter(label: "coordinator_audit_spool_dead_letters_total")
+    private let changeFeedListening = Gauge(label: "coordinator_postgres_change_feed_listening")
+    private let changeFeedResubscriptions = Counter(label: "coordinator_postgres_change_feed_resubscriptions_total")
+    private let changeFeedNotifications = Counter(label: "coordinator_postgres_change_notifications_total", dimensions: [("result", "applied")])
+    private let changeFeedMalformedNotifications = Counter(label: "coordinator_postgres_change_notifications_total", dimensions: [("result", "malformed")])
+    private let tokenLookupsShared = Counter(label: "coordinator_token_lookups_total", dimensions: [("level", "shared")])
+    private let tokenLookupsStore = Counter(label: "coordinator_token_lookups_total", dimensions: [("level", "store")])
+
+    /// Whether the change feed LISTENs on the primary now.
+    func changeFeed(listening: Bool) { changeFeedListening.record(listening ? 1 : 0) }
+    func changeFeedResubscribed() { changeFeedResubscriptions.increment() }
+    func changeFeedNotification() { changeFeedNotifications.increment() }
+    func changeFeedMalformed() { changeFeedMalformedNotifications.increment() }
+    /// A token lookup that missed the local cache, by the level that answered (`shared`: Redis, `store`).
+    func tokenLookup(level: String) { (level == "shared" ? tokenLookupsShared : tokenLookupsStore).increment() }
+    func auditSpoolDeadLetter() { auditSpoolDeadLetters.increment() }
+    func auditSpoolDepth(shared depth: Int) { sharedAuditSpoolGauge.record(depth) }
     private let auditSpoolConflicts = Counter(label: "coordinator_audit_spool_conflicts_total")
 
     /// Audit events waiting in the local spool (PostgreSQL unreachable).
-    func auditSpoolDepth(_ depth: Int) { auditSpoolGauge.record(depth) }
+    func auditSpoolDepth(local depth: Int) { auditSpoolGauge.record(depth) }
 
     /// A spooled event whose id was stored with other content meanwhile (the spooled copy is dropped).
     func auditSpoolConflict() { auditSpoolConflicts.increment() }

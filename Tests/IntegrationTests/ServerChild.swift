@@ -47,6 +47,14 @@ final class ServerChild: @unchecked Sendable {
         throw ClusterTestFailure("coordinator did not start: \(String(decoding: buffer, as: UTF8.self))")
     }
 
+    /// SIGKILL (a crash: nothing is drained or released) and wait.
+    func kill9() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
     func stop() {
         if process.isRunning {
             process.terminate()

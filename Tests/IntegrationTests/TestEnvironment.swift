@@ -83,7 +83,10 @@ final class PrivateRedis: @unchecked Sendable {
         let description: String
     }
 
-    init() throws {
+    /// A server on `port` (a free one when nil). With `dataDirectory`, it persists every write to an
+    /// append-only file there (`appendfsync always`), so a server started again on the same port and
+    /// directory after a kill has everything acknowledged before it.
+    init(port: Int? = nil, dataDirectory: String? = nil) throws {
         let binary = ProcessInfo.processInfo.environment["TESTENV_REDIS_SERVER"] ?? "redis-server"
         let path: String
         if binary.contains("/") {
@@ -95,11 +98,13 @@ final class PrivateRedis: @unchecked Sendable {
             }
             path = found
         }
-        port = try TestEnvironment.closedLoopbackPort()
+        self.port = try port ?? TestEnvironment.closedLoopbackPort()
         process = Process()
         process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--daemonize", "no", "--loglevel", "warning", "--dir", NSTemporaryDirectory()]
+        let persistence = dataDirectory.map { ["--appendonly", "yes", "--appendfsync", "always", "--dir", $0] }
+            ?? ["--appendonly", "no", "--dir", NSTemporaryDirectory()]
+        process.arguments = ["--port", String(self.port), "--bind", "127.0.0.1", "--save", "",
+                             "--daemonize", "no", "--loglevel", "warning"] + persistence
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()

@@ -271,6 +271,85 @@ public enum ClusterScripts {
     return out
     """#
 
+    /// Reads a second-level token cache entry, unless its token id is in the revocation set (then
+    /// the entry is deleted).
+    ///
+    /// `KEYS[1]`: the entry, `KEYS[2]`: the revocation set. Returns the record or nil.
+    public static let tokenCacheGet = #"""
+    local v = redis.call('HMGET', KEYS[1], 'id', 'record')
+    if not v[1] or not v[2] then return false end
+    if redis.call('SISMEMBER', KEYS[2], v[1]) == 1 then
+      redis.call('DEL', KEYS[1])
+      return false
+    end
+    return v[2]
+    """#
+
+    /// Fills a second-level token cache entry unless the token is revoked: a fill that read the
+    /// database before a revocation committed can never put the revoked token back.
+    ///
+    /// `KEYS[1]`: the entry, `KEYS[2]`: the revocation set. `ARGV`: token id, record, TTL in ms.
+    /// Returns 1 when stored, 0 when the token is in the revocation set.
+    public static let tokenCacheFill = #"""
+    if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 0 end
+    redis.call('HSET', KEYS[1], 'id', ARGV[1], 'record', ARGV[2])
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    return 1
+    """#
+
+    /// Revokes a token in Redis: adds it to the revocation set and drops its cache entry, atomically.
+    ///
+    /// `KEYS[1]`: the entry, `KEYS[2]`: the revocation set. `ARGV[1]`: token id.
+    public static let tokenRevoke = #"""
+    redis.call('SADD', KEYS[2], ARGV[1])
+    redis.call('DEL', KEYS[1])
+    return 1
+    """#
+
+    /// Appends an audit event to the shared spool, idempotent by event id.
+    ///
+    /// `KEYS[1]`: the stream, `KEYS[2]`: the id → digest hash. `ARGV`: event id, content digest,
+    /// event JSON. Returns 0 appended, 1 already spooled with the same content, 2 already spooled
+    /// with other content.
+    public static let auditSpoolAppend = #"""
+    local d = redis.call('HGET', KEYS[2], ARGV[1])
+    if d then
+      if d == ARGV[2] then return 1 end
+      return 2
+    end
+    redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'event', ARGV[3])
+    redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+    return 0
+    """#
+
+    /// Acknowledges a drained spool entry: XACK, XDEL, and forgets its id.
+    ///
+    /// `KEYS[1]`: the stream, `KEYS[2]`: the id hash. `ARGV`: group, entry id, event id ('' if unknown).
+    public static let auditSpoolAck = #"""
+    redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+    redis.call('XDEL', KEYS[1], ARGV[2])
+    if ARGV[3] ~= '' then redis.call('HDEL', KEYS[2], ARGV[3]) end
+    return 1
+    """#
+
+    /// Takes or renews the drain lock for `ARGV[1]` (node id) for `ARGV[2]` ms. Returns 1 if held.
+    public static let lockAcquire = #"""
+    local holder = redis.call('GET', KEYS[1])
+    if holder == ARGV[1] then
+      redis.call('PEXPIRE', KEYS[1], ARGV[2])
+      return 1
+    end
+    if holder then return 0 end
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return 1
+    """#
+
+    /// Releases the lock if `ARGV[1]` holds it.
+    public static let lockRelease = #"""
+    if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+    return 1
+    """#
+
     /// Membership heartbeat: records this node with Redis's time, forgets members silent for longer
     /// than the liveness window, and returns the live set.
     ///
@@ -320,4 +399,15 @@ public struct ClusterKeys: Sendable, Equatable {
     public var revokedTokens: String { "coord:\(cluster):revoked" }
     /// Per-node window counters of breaker `name` (aggregate sharing).
     public func breakerCounters(_ name: String) -> String { "coord:\(cluster):br:{\(name)}:agg" }
+    /// Second-level token cache entry (PostgreSQL store): hash `id`, `record` of the token whose
+    /// secret hashes to `secretHashHex`, with a TTL.
+    public func tokenCache(_ secretHashHex: String) -> String { "coord:\(cluster):tokcache:\(secretHashHex)" }
+    /// Shared audit spool: a stream of events PostgreSQL could not take, drained through a consumer group.
+    public var auditSpool: String { "coord:\(cluster):audit-spool" }
+    /// Event id → content digest of every event in the shared audit spool (idempotency).
+    public var auditSpoolIDs: String { "coord:\(cluster):audit-spool:ids" }
+    /// Held (with a TTL) by the one node draining the shared audit spool, so events drain in order.
+    public var auditSpoolLock: String { "coord:\(cluster):audit-spool:lock" }
+    /// Entries of the shared audit spool that could not be decoded, moved aside for an operator.
+    public var auditSpoolDeadLetters: String { "coord:\(cluster):audit-spool:dead" }
 }

@@ -91,8 +91,59 @@ enum PostgresMigrations {
                 ) PARTITION BY RANGE (recorded_at)
                 """,
                 auditAppendFunction,
-            ])
+            ]),
+        // Change feed: every change of a policy, breaker configuration or token is announced with
+        // NOTIFY on `changeChannel` when its transaction commits, whoever made it (a node, or an
+        // operator with psql). Nodes LISTEN on the primary and reload what changed.
+        PostgresMigration(
+            version: 2,
+            statements: [
+                """
+                CREATE FUNCTION coordinator_notify_document() RETURNS trigger LANGUAGE plpgsql AS $body$
+                BEGIN
+                    IF TG_OP = 'DELETE' THEN
+                        PERFORM pg_notify('\(changeChannel)', 'document:' || OLD.kind || ':' || OLD.name);
+                        RETURN OLD;
+                    END IF;
+                    IF TG_OP = 'UPDATE' AND OLD.json IS NOT DISTINCT FROM NEW.json THEN
+                        RETURN NEW;
+                    END IF;
+                    PERFORM pg_notify('\(changeChannel)', 'document:' || NEW.kind || ':' || NEW.name);
+                    RETURN NEW;
+                END
+                $body$
+                """,
+                """
+                CREATE TRIGGER documents_notify AFTER INSERT OR UPDATE OR DELETE ON documents
+                FOR EACH ROW EXECUTE FUNCTION coordinator_notify_document()
+                """,
+                """
+                CREATE FUNCTION coordinator_notify_token() RETURNS trigger LANGUAGE plpgsql AS $body$
+                BEGIN
+                    IF TG_OP = 'INSERT' THEN
+                        PERFORM pg_notify('\(changeChannel)', 'token_created:' || encode(NEW.secret_hash, 'hex'));
+                    ELSIF TG_OP = 'DELETE' THEN
+                        PERFORM pg_notify('\(changeChannel)', 'token_revoked:' || OLD.id);
+                        RETURN OLD;
+                    ELSIF OLD IS DISTINCT FROM NEW THEN
+                        PERFORM pg_notify('\(changeChannel)', 'token_revoked:' || NEW.id);
+                    END IF;
+                    RETURN NEW;
+                END
+                $body$
+                """,
+                """
+                CREATE TRIGGER tokens_notify AFTER INSERT OR UPDATE OR DELETE ON tokens
+                FOR EACH ROW EXECUTE FUNCTION coordinator_notify_token()
+                """,
+            ]),
     ]
+
+    /// The channel the change feed NOTIFYs on. Payloads: `document:<kind>:<name>` (a policy or breaker
+    /// configuration was written or deleted), `token_created:<secret SHA-256 hex>` and
+    /// `token_revoked:<id>` (any other change of a token row — revocation, deletion, an edit — is
+    /// announced as a revocation, so every node drops what it cached of it).
+    static let changeChannel = "coordinator_changes"
 
     /// Appends a batch of audit events in one statement (so one round trip, and the lock is held
     /// only from inside the statement to its commit). Takes the audit-append advisory lock first, so

@@ -337,4 +337,11 @@ public final class ReplicatedPostgres: PostgresExecutor, Sendable {
 
     /// The primary, if known.
     public var primary: HostID? { state.withLock { $0.topology.primary } }
+
+    /// The primary and the single-host target to connect to it (for a dedicated connection such as
+    /// the change feed's LISTEN), if a primary is known.
+    public func primaryTarget() -> (host: HostID, target: PostgresHostTarget)? {
+        guard let primary, let index = hostIDs.firstIndex(of: primary) else { return nil }
+        return (primary, targets[index])
+    }
 }

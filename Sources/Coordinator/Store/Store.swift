@@ -101,7 +101,7 @@ public struct TokenRecord: Sendable, Equatable, Codable {
 }
 
 /// An audit event as submitted.
-public struct AuditEventInput: Sendable, Equatable {
+public struct AuditEventInput: Sendable, Equatable, Codable {
     /// Client-chosen unique id (a UUID); the idempotency key.
     public var id: String
     public var actor: String

@@ -1,0 +1,298 @@
+import CoordinatorCore
+import Foundation
+import Logging
+import PostgresClient
+import RedisClient
+
+/// The PostgreSQL store's node features: the change feed (LISTEN/NOTIFY), the shared audit spool
+/// (a Redis stream) beside the local one, and the second level of the token cache (Redis).
+extension CoordinatorNode {
+    /// How long the shared-spool drain lock lives without renewal: a node that dies while draining
+    /// hands the spool over after at most this long.
+    static let spoolDrainLockTTLMs: Int64 = 5_000
+
+    // MARK: Change feed
+
+    /// Starts following the primary's change feed.
+    func startChangeFeed(router: ReplicatedPostgres) {
+        let feed = PostgresChangeFeed(router: router, connectTimeout: .milliseconds(configuration.postgresDeadlineMilliseconds))
+        changeFeed = feed
+        changeFeedTask = Task {
+            await feed.run { [weak self] event in await self?.handleChange(event) }
+        }
+    }
+
+    /// Applies one change-feed event. Runs in feed order.
+    func handleChange(_ event: PostgresChangeFeed.Event) async {
+        guard !shuttingDown else { return }
+        switch event {
+        case .subscribed(let host):
+            changeFeedStatus = BackendStatus(
+                role: "changeFeed", kind: "postgresql", status: "ok", detail: "LISTEN \(PostgresMigrations.changeChannel) on \(host)",
+                sinceMilliseconds: clock.wallMilliseconds())
+            changeFeedSubscriptions += 1
+            metrics.changeFeed(listening: true)
+            if changeFeedSubscriptions > 1 {
+                // Notifications sent while the feed was down are lost: reload what memory holds.
+                metrics.changeFeedResubscribed()
+                logger.notice("change feed LISTENing again; reloading policies, breakers and token caches", metadata: ["host": "\(host)"])
+                dropTokenCaches()
+            }
+            pendingReloads = Set(DocumentKind.allCases)
+            await reloadPendingDocuments()
+        case .change(let change):
+            metrics.changeFeedNotification()
+            changeFeedNotifications += 1
+            switch change {
+            case .document(let kind, _):
+                pendingReloads.insert(kind)
+                await reloadPendingDocuments()
+            case .tokenRevoked(let id):
+                evictToken(id: id)
+            case .tokenCreated(let hex):
+                if let hash = Secrets.unhex(hex) { _ = unknownSecrets.removeValue(forKey: hash) }
+            }
+        case .malformed(let payload):
+            metrics.changeFeedMalformed()
+            changeFeedMalformed += 1
+            logger.warning("ignoring a malformed change notification", metadata: ["payload": "\(payload.prefix(200))"])
+        case .lost(let reason):
+            if changeFeedStatus.status == "ok" {
+                logger.warning("change feed lost; reconnecting to the primary", metadata: ["reason": "\(reason)"])
+                changeFeedStatus.sinceMilliseconds = clock.wallMilliseconds()
+            }
+            changeFeedStatus.status = "degraded"
+            changeFeedStatus.detail = reason
+            metrics.changeFeed(listening: false)
+        }
+    }
+
+    /// Drops every cached token verification (valid and unknown), so the next check reads again.
+    func dropTokenCaches() {
+        revocationEpoch &+= 1
+        tokenCache.removeAll { _, _ in true }
+        unknownSecrets.removeAll { _, _ in true }
+    }
+
+    /// Reloads the document kinds marked stale, applying changed ones in memory (the store already
+    /// has them). A failed read leaves the kind marked, so the PostgreSQL ticker retries it.
+    func reloadPendingDocuments() async {
+        for kind in DocumentKind.allCases where pendingReloads.contains(kind) {
+            let documents: [StoredDocument]
+            do {
+                documents = try await store.documents(kind: kind)
+            } catch {
+                logger.warning("could not reload changed documents; retrying", metadata: ["kind": "\(kind.rawValue)", "error": "\(error)"])
+                return
+            }
+            pendingReloads.remove(kind)
+            let decoder = JSONDecoder()
+            for document in documents where ResourceName.isValid(document.name) {
+                do {
+                    switch kind {
+                    case .limitPolicy:
+                        let policy = try decoder.decode(LimitPolicy.self, from: Data(document.json.utf8))
+                        if let problem = policy.validate().first { throw CoordinatorError(.invalidPolicy, "\(problem.key): \(problem.reason)") }
+                        guard policies[document.name] != policy else { continue }
+                        try await applyPolicyLocally(name: document.name, policy: policy, json: document.json, persist: false)
+                        await mirrorToCluster(kind: SharedKind.policies, name: document.name, json: document.json)
+                    case .breakerConfig:
+                        let config = try decoder.decode(BreakerConfig.self, from: Data(document.json.utf8))
+                        if let problem = config.validate().first { throw CoordinatorError(.invalidBreakerConfig, "\(problem.key): \(problem.reason)") }
+                        guard breakerConfigs[document.name] != config else { continue }
+                        try await applyBreakerConfigLocally(name: document.name, config: config, json: document.json, persist: false)
+                        await mirrorToCluster(kind: SharedKind.breakers, name: document.name, json: document.json)
+                    }
+                    logger.notice("applied a change from the store", metadata: ["kind": "\(kind.rawValue)", "name": "\(document.name)"])
+                } catch {
+                    logger.error("ignoring an invalid document changed in the store", metadata: [
+                        "kind": "\(kind.rawValue)", "name": "\(document.name)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    /// A change made in the database (by a node or an operator) becomes the cluster's copy in Redis
+    /// too, so the Redis reconciliation does not undo it.
+    private func mirrorToCluster(kind: String, name: String, json: String) async {
+        guard let cluster, !sharedHealth.isDegraded else { return }
+        do {
+            try await cluster.putSharedDocument(kind: kind, name: name, json: json)
+        } catch {
+            logger.warning("could not mirror a store change to the cluster's copy", metadata: ["name": "\(name)", "error": "\(error)"])
+        }
+    }
+
+    /// The change feed so far: how often it LISTENed (more than once: it reconnected, e.g. after a
+    /// failover), the changes it applied, the malformed payloads it ignored, and the host it LISTENs on.
+    public func changeFeedStatistics() -> (subscriptions: Int, notifications: Int, malformed: Int, listeningOn: String?) {
+        (changeFeedSubscriptions, changeFeedNotifications, changeFeedMalformed,
+         changeFeedStatus.status == "ok" ? changeFeed?.listeningOn?.description : nil)
+    }
+
+    // MARK: Token cache, second level
+
+    /// The token whose secret hashes to `hash`, from the cluster's cache in Redis (PostgreSQL store
+    /// in cluster mode, while Redis answers), else from the store — which then fills the Redis level.
+    func lookUpToken(hash: [UInt8]) async throws -> TokenRecord? {
+        let sharedLevel = storeIsShared && !sharedHealth.isDegraded ? cluster : nil
+        let hex = Secrets.hex(hash)
+        if let sharedLevel {
+            do {
+                if let json = try await sharedLevel.cachedToken(secretHashHex: hex),
+                    let token = try? JSONDecoder().decode(TokenRecord.self, from: Data(json.utf8)),
+                    Secrets.constantTimeEqual(token.secretHash, hash) {
+                    tokenLookups.shared += 1
+                    metrics.tokenLookup(level: "shared")
+                    return token
+                }
+            } catch {
+                logger.debug("token cache in Redis unavailable; reading the store", metadata: ["error": "\(error)"])
+            }
+        }
+        tokenLookups.store += 1
+        metrics.tokenLookup(level: "store")
+        var found = try await storeCall { try await $0.token(secretHash: hash) }
+        if found == nil, cluster != nil, !storeIsShared {
+            found = await sharedToken(hash: hash)
+        }
+        guard let sharedLevel, var token = found, token.revokedAt == nil else { return found }
+        let now = clock.wallMilliseconds()
+        let ttl = min(configuration.tokenCacheSharedTTLMilliseconds, token.expiresAt.map { $0 - now } ?? .max)
+        guard ttl > 0 else { return token }
+        do {
+            if try await !sharedLevel.cacheToken(secretHashHex: hex, id: token.id, json: Self.encode(token), ttlMs: ttl) {
+                // The cluster's revocation set has it but the database does not: a revocation that
+                // stopped half-way (Redis is written first). Finish it.
+                token.revokedAt = now
+                _ = try? await store.revokeToken(id: token.id, at: now)
+                evictToken(id: token.id)
+                logger.notice("finished a half-done revocation", metadata: ["token": "\(token.id)"])
+            }
+        } catch {
+            logger.debug("could not fill the token cache in Redis", metadata: ["error": "\(error)"])
+        }
+        return token
+    }
+
+    /// How token lookups that missed the local cache were served (for tests and `/v1/cluster`).
+    public func tokenLookupCounts() -> (shared: Int, store: Int) {
+        (tokenLookups.shared, tokenLookups.store)
+    }
+
+    // MARK: Shared audit spool
+
+    /// Spools `input` while the store is unreachable: in the cluster's Redis stream when Redis
+    /// answers and this node's local spool is empty (so its own events stay in order), else in the
+    /// local SQLite spool.
+    func spoolAudit(_ input: AuditEventInput, spool: AuditSpool) async throws -> AuditAppendResult {
+        if let cluster, !sharedHealth.isDegraded, auditSpoolDepth == 0 {
+            do {
+                let outcome = try await cluster.spoolAudit(
+                    eventID: input.id, digest: PostgresStore.contentDigest(input), json: Self.encode(input))
+                switch outcome {
+                case .conflict:
+                    throw CoordinatorError(.auditIDConflict, "audit event \(input.id) is already buffered with different content")
+                case .duplicate:
+                    metrics.auditAppended(duplicate: true)
+                    return AuditAppendResult(seq: 0, duplicate: true, sameContent: true, buffered: true)
+                case .appended:
+                    if sharedSpoolDepth == 0 { logger.warning("store unreachable: buffering audit events in the cluster's spool (Redis stream)") }
+                    sharedSpoolDepth += 1
+                    metrics.auditSpoolDepth(shared: sharedSpoolDepth)
+                    metrics.auditAppended(duplicate: false)
+                    return AuditAppendResult(seq: 0, duplicate: false, sameContent: true, buffered: true)
+                }
+            } catch let error as RedisError {
+                logger.warning("the cluster's audit spool is unreachable; buffering locally", metadata: ["error": "\(error)"])
+            }
+        }
+        return try await spoolLocally(input, spool: spool)
+    }
+
+    /// Moves events from the cluster's spool into the store, oldest first, while this node holds the
+    /// drain lock: first entries another drainer read but never acknowledged (it died), then new
+    /// ones. Idempotent by event id; an undecodable entry goes to the dead-letter stream.
+    func drainSharedAuditSpool() async {
+        guard let cluster, auditSpool != nil, !shuttingDown, !drainingSharedSpool, !sharedHealth.isDegraded else { return }
+        drainingSharedSpool = true
+        defer { drainingSharedSpool = false }
+        do {
+            sharedSpoolDepth = try await cluster.auditSpoolLength()
+            metrics.auditSpoolDepth(shared: sharedSpoolDepth)
+            guard sharedSpoolDepth > 0 else { return }
+            guard try await cluster.acquireSpoolDrainLock(ttlMs: Self.spoolDrainLockTTLMs) else { return }
+        } catch {
+            return
+        }
+        var drained = 0
+        defer {
+            if drained > 0 {
+                logger.notice("cluster audit spool drained into the store", metadata: ["events": "\(drained)", "left": "\(sharedSpoolDepth)"])
+            }
+        }
+        let decoder = JSONDecoder()
+        while !shuttingDown {
+            let entries: [ClusterLink.SpoolEntry]
+            do {
+                entries = try await cluster.nextSpoolEntries(count: 128)
+            } catch {
+                logger.warning("could not read the cluster's audit spool", metadata: ["error": "\(error)"])
+                return
+            }
+            if entries.isEmpty {
+                await cluster.releaseSpoolDrainLock()
+                sharedSpoolDepth = (try? await cluster.auditSpoolLength()) ?? 0
+                metrics.auditSpoolDepth(shared: sharedSpoolDepth)
+                return
+            }
+            for entry in entries {
+                do {
+                    guard let json = entry.eventJSON,
+                        let event = try? decoder.decode(AuditEventInput.self, from: Data(json.utf8)),
+                        event.id == entry.eventID, ResourceName.isValid(event.nodeID),
+                        (try? JSONSerialization.jsonObject(with: Data(event.detailJSON.utf8))) is [String: Any]
+                    else {
+                        try await cluster.deadLetterSpoolEntry(entry, reason: "undecodable audit event")
+                        metrics.auditSpoolDeadLetter()
+                        logger.error("an undecodable entry of the cluster's audit spool was moved to the dead-letter stream",
+                                     metadata: ["entry": "\(entry.streamID)", "stream": "\(cluster.keys.auditSpoolDeadLetters)"])
+                        continue
+                    }
+                    let result: AuditAppendResult
+                    do {
+                        result = try await store.appendAudit(event)
+                    } catch {
+                        // The store failed again: the entry stays pending, claimed first next time.
+                        return
+                    }
+                    if result.duplicate && !result.sameContent {
+                        logger.error("a spooled audit event's id is stored with different content; the spooled copy is dropped",
+                                     metadata: ["id": "\(event.id)", "seq": "\(result.seq)"])
+                        metrics.auditSpoolConflict()
+                    }
+                    try await cluster.acknowledgeSpoolEntry(entry)
+                    drained += 1
+                    sharedSpoolDepth = max(0, sharedSpoolDepth - 1)
+                } catch {
+                    logger.warning("the cluster's audit spool became unreachable while draining", metadata: ["error": "\(error)"])
+                    return
+                }
+            }
+            metrics.auditSpoolDepth(shared: sharedSpoolDepth)
+            // Renew the lock; if it expired and another node took over, stop.
+            guard (try? await cluster.acquireSpoolDrainLock(ttlMs: Self.spoolDrainLockTTLMs)) == true else { return }
+        }
+    }
+
+    /// Audit events waiting in the cluster's spool, as last seen by this node.
+    public var sharedBufferedAuditEvents: Int { sharedSpoolDepth }
+
+    /// One round of the PostgreSQL store's background work (every 200 ms): drain the local spool,
+    /// then the cluster's, and retry reloads the change feed could not finish.
+    func postgresTick() async {
+        await drainAuditSpool()
+        await drainSharedAuditSpool()
+        if !pendingReloads.isEmpty { await reloadPendingDocuments() }
+    }
+}

@@ -33,10 +33,15 @@ extension CoordinatorNode {
             changeFeedSubscriptions += 1
             metrics.changeFeed(listening: true)
             if changeFeedSubscriptions > 1 {
-                // Notifications sent while the feed was down are lost: reload what memory holds.
+                // Notifications sent while the feed was down are lost: reload what memory holds, and
+                // distrust the Redis token level until it is flushed (a token changed with SQL meanwhile).
                 metrics.changeFeedResubscribed()
                 logger.notice("change feed LISTENing again; reloading policies, breakers and token caches", metadata: ["host": "\(host)"])
                 dropTokenCaches()
+                if storeIsShared, cluster != nil {
+                    sharedTokenLevelStale = true
+                    await flushSharedTokenLevel()
+                }
             }
             pendingReloads = Set(DocumentKind.allCases)
             await reloadPendingDocuments()
@@ -47,8 +52,14 @@ extension CoordinatorNode {
             case .document(let kind, _):
                 pendingReloads.insert(kind)
                 await reloadPendingDocuments()
-            case .tokenRevoked(let id):
+            case .tokenRevoked(let id, let hex):
                 evictToken(id: id)
+                pendingTokenInvalidations[hex] = (id, true)
+                await applyTokenInvalidations()
+            case .tokenChanged(let id, let hex):
+                evictToken(id: id)
+                pendingTokenInvalidations[hex] = (id, false)
+                await applyTokenInvalidations()
             case .tokenCreated(let hex):
                 if let hash = Secrets.unhex(hex) { _ = unknownSecrets.removeValue(forKey: hash) }
             }
@@ -77,15 +88,21 @@ extension CoordinatorNode {
     /// Reloads the document kinds marked stale, applying changed ones in memory (the store already
     /// has them). A failed read leaves the kind marked, so the PostgreSQL ticker retries it.
     func reloadPendingDocuments() async {
-        for kind in DocumentKind.allCases where pendingReloads.contains(kind) {
+        // One reload at a time; a kind marked again while it is read is read again afterwards, so the
+        // last read always follows the last announcement (an older read is never applied last).
+        guard !reloadingDocuments else { return }
+        reloadingDocuments = true
+        defer { reloadingDocuments = false }
+        while let kind = DocumentKind.allCases.first(where: { pendingReloads.contains($0) }), !shuttingDown {
+            pendingReloads.remove(kind)
             let documents: [StoredDocument]
             do {
                 documents = try await store.documents(kind: kind)
             } catch {
+                pendingReloads.insert(kind)
                 logger.warning("could not reload changed documents; retrying", metadata: ["kind": "\(kind.rawValue)", "error": "\(error)"])
                 return
             }
-            pendingReloads.remove(kind)
             let decoder = JSONDecoder()
             for document in documents where ResourceName.isValid(document.name) {
                 do {
@@ -132,19 +149,37 @@ extension CoordinatorNode {
 
     // MARK: Token cache, second level
 
+    /// The MAC the cluster secret gives `text` in `context` (cached token records and spooled audit
+    /// events in Redis are signed like bus messages, so write access to Redis cannot mint a token or
+    /// inject an audit event).
+    func redisMAC(_ context: String, _ text: String) -> String? {
+        busAuthenticator.map { Secrets.hex($0.mac(Array((context + "\u{0}" + text).utf8))) }
+    }
+
+    /// Whether `mac` is the MAC of `text` in `context`.
+    func verifyRedisMAC(_ context: String, _ text: String, mac: String) -> Bool {
+        guard let authenticator = busAuthenticator, let bytes = Secrets.unhex(mac) else { return false }
+        return authenticator.verify(Array((context + "\u{0}" + text).utf8), mac: bytes)
+    }
+
     /// The token whose secret hashes to `hash`, from the cluster's cache in Redis (PostgreSQL store
     /// in cluster mode, while Redis answers), else from the store — which then fills the Redis level.
     func lookUpToken(hash: [UInt8]) async throws -> TokenRecord? {
-        let sharedLevel = storeIsShared && !sharedHealth.isDegraded ? cluster : nil
+        let sharedLevel = storeIsShared && !sharedHealth.isDegraded && !sharedTokenLevelStale && pendingTokenInvalidations.isEmpty
+            ? cluster : nil
         let hex = Secrets.hex(hash)
         if let sharedLevel {
             do {
-                if let json = try await sharedLevel.cachedToken(secretHashHex: hex),
-                    let token = try? JSONDecoder().decode(TokenRecord.self, from: Data(json.utf8)),
-                    Secrets.constantTimeEqual(token.secretHash, hash) {
-                    tokenLookups.shared += 1
-                    metrics.tokenLookup(level: "shared")
-                    return token
+                if let cached = try await sharedLevel.cachedToken(secretHashHex: hex) {
+                    if verifyRedisMAC("tokcache:" + hex, cached.json, mac: cached.mac),
+                        let token = try? JSONDecoder().decode(TokenRecord.self, from: Data(cached.json.utf8)),
+                        Secrets.constantTimeEqual(token.secretHash, hash) {
+                        tokenLookups.shared += 1
+                        metrics.tokenLookup(level: "shared")
+                        return token
+                    }
+                    metrics.busMessage(rejected: "token_cache_entry")
+                    logger.warning("ignoring a token cache entry in Redis that is not signed by this cluster", metadata: ["key": "\(sharedLevel.keys.tokenCache(hex))"])
                 }
             } catch {
                 logger.debug("token cache in Redis unavailable; reading the store", metadata: ["error": "\(error)"])
@@ -159,9 +194,9 @@ extension CoordinatorNode {
         guard let sharedLevel, var token = found, token.revokedAt == nil else { return found }
         let now = clock.wallMilliseconds()
         let ttl = min(configuration.tokenCacheSharedTTLMilliseconds, token.expiresAt.map { $0 - now } ?? .max)
-        guard ttl > 0 else { return token }
+        guard ttl > 0, let json = try? Self.encode(token), let mac = redisMAC("tokcache:" + hex, json) else { return token }
         do {
-            if try await !sharedLevel.cacheToken(secretHashHex: hex, id: token.id, json: Self.encode(token), ttlMs: ttl) {
+            if try await !sharedLevel.cacheToken(secretHashHex: hex, id: token.id, json: json, mac: mac, ttlMs: ttl) {
                 // The cluster's revocation set has it but the database does not: a revocation that
                 // stopped half-way (Redis is written first). Finish it.
                 token.revokedAt = now
@@ -175,6 +210,43 @@ extension CoordinatorNode {
         return token
     }
 
+    /// Applies token changes announced by the database to the Redis level (every node does it; it is
+    /// idempotent): a revoked or deleted token joins the revocation set and loses its entry; an edited
+    /// one loses its entry. While some are pending (Redis unreachable), lookups skip the Redis level.
+    func applyTokenInvalidations() async {
+        guard storeIsShared, let cluster else {
+            pendingTokenInvalidations = [:]
+            return
+        }
+        for (hex, change) in pendingTokenInvalidations {
+            do {
+                if change.revoked {
+                    try await cluster.revokeToken(id: change.id, secretHashHex: hex)
+                    appliedRevocations.insert(change.id)
+                } else {
+                    try await cluster.forgetCachedToken(secretHashHex: hex)
+                }
+                pendingTokenInvalidations[hex] = nil
+            } catch {
+                logger.warning("could not clear a changed token from the Redis cache; retrying", metadata: ["token": "\(change.id)", "error": "\(error)"])
+                return
+            }
+        }
+    }
+
+    /// Drops the whole Redis token level (the change feed may have missed changes); until it
+    /// succeeds, lookups skip it.
+    func flushSharedTokenLevel() async {
+        guard let cluster, sharedTokenLevelStale else { return }
+        do {
+            let dropped = try await cluster.flushTokenCache()
+            sharedTokenLevelStale = false
+            logger.notice("flushed the token cache in Redis", metadata: ["entries": "\(dropped)"])
+        } catch {
+            logger.warning("could not flush the token cache in Redis; lookups skip it meanwhile", metadata: ["error": "\(error)"])
+        }
+    }
+
     /// How token lookups that missed the local cache were served (for tests and `/v1/cluster`).
     public func tokenLookupCounts() -> (shared: Int, store: Int) {
         (tokenLookups.shared, tokenLookups.store)
@@ -183,13 +255,14 @@ extension CoordinatorNode {
     // MARK: Shared audit spool
 
     /// Spools `input` while the store is unreachable: in the cluster's Redis stream when Redis
-    /// answers and this node's local spool is empty (so its own events stay in order), else in the
-    /// local SQLite spool.
+    /// answers and this node's local spool is empty, else in the local SQLite spool (which then
+    /// drains only after this node's events in the stream, so its events stay in order).
     func spoolAudit(_ input: AuditEventInput, spool: AuditSpool) async throws -> AuditAppendResult {
-        if let cluster, !sharedHealth.isDegraded, auditSpoolDepth == 0 {
+        if let cluster, !sharedHealth.isDegraded, auditSpoolDepth == 0, let json = try? Self.encode(input),
+            let mac = redisMAC("audit", json) {
             do {
                 let outcome = try await cluster.spoolAudit(
-                    eventID: input.id, digest: PostgresStore.contentDigest(input), json: Self.encode(input))
+                    eventID: input.id, digest: PostgresStore.contentDigest(input), json: json, mac: mac)
                 switch outcome {
                 case .conflict:
                     throw CoordinatorError(.auditIDConflict, "audit event \(input.id) is already buffered with different content")
@@ -197,7 +270,8 @@ extension CoordinatorNode {
                     metrics.auditAppended(duplicate: true)
                     return AuditAppendResult(seq: 0, duplicate: true, sameContent: true, buffered: true)
                 case .appended:
-                    if sharedSpoolDepth == 0 { logger.warning("store unreachable: buffering audit events in the cluster's spool (Redis stream)") }
+                    if ownSharedSpoolEntries == 0 { logger.warning("store unreachable: buffering audit events in the cluster's spool (Redis stream)") }
+                    ownSharedSpoolEntries += 1
                     sharedSpoolDepth += 1
                     metrics.auditSpoolDepth(shared: sharedSpoolDepth)
                     metrics.auditAppended(duplicate: false)
@@ -211,14 +285,16 @@ extension CoordinatorNode {
     }
 
     /// Moves events from the cluster's spool into the store, oldest first, while this node holds the
-    /// drain lock: first entries another drainer read but never acknowledged (it died), then new
-    /// ones. Idempotent by event id; an undecodable entry goes to the dead-letter stream.
+    /// drain lock (renewed before every entry; when it is lost the drain stops at once): first
+    /// entries another drainer read but never acknowledged (it died), then new ones. Idempotent by
+    /// event id; an entry that is not a signed audit event, or that the store refuses for good, goes
+    /// to the dead-letter stream.
     func drainSharedAuditSpool() async {
         guard let cluster, auditSpool != nil, !shuttingDown, !drainingSharedSpool, !sharedHealth.isDegraded else { return }
         drainingSharedSpool = true
         defer { drainingSharedSpool = false }
         do {
-            sharedSpoolDepth = try await cluster.auditSpoolLength()
+            (sharedSpoolDepth, ownSharedSpoolEntries) = try await cluster.auditSpoolLength()
             metrics.auditSpoolDepth(shared: sharedSpoolDepth)
             guard sharedSpoolDepth > 0 else { return }
             guard try await cluster.acquireSpoolDrainLock(ttlMs: Self.spoolDrainLockTTLMs) else { return }
@@ -242,29 +318,31 @@ extension CoordinatorNode {
             }
             if entries.isEmpty {
                 await cluster.releaseSpoolDrainLock()
-                sharedSpoolDepth = (try? await cluster.auditSpoolLength()) ?? 0
+                if let (total, mine) = try? await cluster.auditSpoolLength() { (sharedSpoolDepth, ownSharedSpoolEntries) = (total, mine) }
                 metrics.auditSpoolDepth(shared: sharedSpoolDepth)
                 return
             }
             for entry in entries {
                 do {
-                    guard let json = entry.eventJSON,
+                    // Still the drainer? (A drainer that stalled past the lock's TTL stops here.)
+                    guard !shuttingDown, try await cluster.acquireSpoolDrainLock(ttlMs: Self.spoolDrainLockTTLMs) else { return }
+                    guard let json = entry.eventJSON, let mac = entry.mac, verifyRedisMAC("audit", json, mac: mac),
                         let event = try? decoder.decode(AuditEventInput.self, from: Data(json.utf8)),
                         event.id == entry.eventID, ResourceName.isValid(event.nodeID),
                         (try? JSONSerialization.jsonObject(with: Data(event.detailJSON.utf8))) is [String: Any]
                     else {
-                        try await cluster.deadLetterSpoolEntry(entry, reason: "undecodable audit event")
-                        metrics.auditSpoolDeadLetter()
-                        logger.error("an undecodable entry of the cluster's audit spool was moved to the dead-letter stream",
-                                     metadata: ["entry": "\(entry.streamID)", "stream": "\(cluster.keys.auditSpoolDeadLetters)"])
+                        try await deadLetter(entry, reason: "not a signed audit event of this cluster", cluster: cluster)
                         continue
                     }
                     let result: AuditAppendResult
                     do {
                         result = try await store.appendAudit(event)
-                    } catch {
+                    } catch let error as StoreError where error.code == .unavailable || error.code == .closed {
                         // The store failed again: the entry stays pending, claimed first next time.
                         return
+                    } catch {
+                        try await deadLetter(entry, reason: "refused by the store: \(error)", cluster: cluster)
+                        continue
                     }
                     if result.duplicate && !result.sameContent {
                         logger.error("a spooled audit event's id is stored with different content; the spooled copy is dropped",
@@ -274,25 +352,36 @@ extension CoordinatorNode {
                     try await cluster.acknowledgeSpoolEntry(entry)
                     drained += 1
                     sharedSpoolDepth = max(0, sharedSpoolDepth - 1)
+                    if entry.node == nodeID { ownSharedSpoolEntries = max(0, ownSharedSpoolEntries - 1) }
                 } catch {
                     logger.warning("the cluster's audit spool became unreachable while draining", metadata: ["error": "\(error)"])
                     return
                 }
             }
             metrics.auditSpoolDepth(shared: sharedSpoolDepth)
-            // Renew the lock; if it expired and another node took over, stop.
-            guard (try? await cluster.acquireSpoolDrainLock(ttlMs: Self.spoolDrainLockTTLMs)) == true else { return }
         }
+    }
+
+    /// Moves a spool entry to the dead-letter stream (kept for an operator) and counts it.
+    private func deadLetter(_ entry: ClusterLink.SpoolEntry, reason: String, cluster: ClusterLink) async throws {
+        try await cluster.deadLetterSpoolEntry(entry, reason: reason)
+        metrics.auditSpoolDeadLetter()
+        sharedSpoolDepth = max(0, sharedSpoolDepth - 1)
+        logger.error("an entry of the cluster's audit spool was moved to the dead-letter stream", metadata: [
+            "entry": "\(entry.streamID)", "reason": "\(reason)", "stream": "\(cluster.keys.auditSpoolDeadLetters)"])
     }
 
     /// Audit events waiting in the cluster's spool, as last seen by this node.
     public var sharedBufferedAuditEvents: Int { sharedSpoolDepth }
 
-    /// One round of the PostgreSQL store's background work (every 200 ms): drain the local spool,
-    /// then the cluster's, and retry reloads the change feed could not finish.
+    /// One round of the PostgreSQL store's background work (every 200 ms): drain the cluster's spool,
+    /// then the local one (which holds this node's later events), and retry what the change feed
+    /// could not finish.
     func postgresTick() async {
-        await drainAuditSpool()
         await drainSharedAuditSpool()
+        await drainAuditSpool()
         if !pendingReloads.isEmpty { await reloadPendingDocuments() }
+        if !pendingTokenInvalidations.isEmpty { await applyTokenInvalidations() }
+        if sharedTokenLevelStale { await flushSharedTokenLevel() }
     }
 }

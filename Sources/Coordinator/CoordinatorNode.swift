@@ -57,7 +57,7 @@ public actor CoordinatorNode {
     private var leaving = false
     private var busSender: BusSender
     private var busInbox: BusInbox
-    private let busAuthenticator: HMACBusAuthenticator?
+    let busAuthenticator: HMACBusAuthenticator?
     private var busAccepted: [String: Int] = [:]
     private var busRejected: [String: Int] = [:]
     /// Approximate-mode limiter state per policy (cluster mode).
@@ -70,7 +70,7 @@ public actor CoordinatorNode {
     /// The last Redis time heard and when (monotonic), to estimate Redis's clock between heartbeats.
     private var redisSampleAt: Instant?
     /// Revocations already applied from the cluster's set.
-    private var appliedRevocations: Set<String> = []
+    var appliedRevocations: Set<String> = []
     private var heardFromRedis = false
     /// Member count persisted at the last membership change: the share divisor when Redis is
     /// unreachable before this process ever heard from it.
@@ -105,7 +105,18 @@ public actor CoordinatorNode {
     var tokenLookups: (shared: Int, store: Int) = (0, 0)
     /// Audit events waiting in the cluster's spool (Redis stream), as last seen.
     var sharedSpoolDepth = 0
+    /// How many of those this node spooled: while any wait, its new events queue behind them.
+    var ownSharedSpoolEntries = 0
     var drainingSharedSpool = false
+    /// Bumped by every local spool append, so a drain that found the spool empty knows whether an
+    /// append raced with it.
+    var localSpoolAppends: UInt64 = 0
+    var reloadingDocuments = false
+    /// Token changes from the change feed not yet applied to the Redis level (secret hash hex → id,
+    /// revoked); the Redis level is skipped while any are pending.
+    var pendingTokenInvalidations: [String: (id: String, revoked: Bool)] = [:]
+    /// The Redis token level may hold tokens changed while the feed was down; skipped until flushed.
+    var sharedTokenLevelStale = false
 
     struct OutstandingPermit: Sendable {
         var breaker: String
@@ -195,17 +206,28 @@ public actor CoordinatorNode {
         }
         var withID = configuration
         withID.nodeID = nodeID
+        let spool: AuditSpool
+        let spooled: Int
+        do {
+            spool = try await AuditSpool.open(path: (configuration.dataDirectory as NSString).appendingPathComponent("audit-spool.sqlite"))
+            spooled = try await spool.count()
+        } catch {
+            try? await store.close()
+            prober.cancel()
+            await router.close()
+            throw CoordinatorError(.storeUnavailable, "cannot open the local audit spool: \(error)")
+        }
         do {
             let started = try await start(
                 configuration: withID, store: store, storeKind: "postgresql",
                 storeDetail: router.targets.map(\.id).joined(separator: ","), clock: clock, logger: logger)
-            let spool = try await AuditSpool.open(path: (configuration.dataDirectory as NSString).appendingPathComponent("audit-spool.sqlite"))
-            let spooled = (try? await spool.count()) ?? 0
             await started.node.attach(postgres: router, prober: prober, spool: spool, spooled: spooled)
             return started
         } catch {
             try? await store.close()
             prober.cancel()
+            await router.close()
+            await spool.close()
             throw error
         }
     }
@@ -789,6 +811,21 @@ public actor CoordinatorNode {
         let decoder = JSONDecoder()
         do {
             let remotePolicies = try await cluster.sharedDocuments(kind: SharedKind.policies)
+            let remoteBreakers = try await cluster.sharedDocuments(kind: SharedKind.breakers)
+            if storeIsShared {
+                // The database is the truth (a change made there must not be undone from Redis's copy).
+                try await reconcileWithSharedStore(.limitPolicy, remote: remotePolicies, sharedKind: SharedKind.policies, cluster: cluster)
+                try await reconcileWithSharedStore(.breakerConfig, remote: remoteBreakers, sharedKind: SharedKind.breakers, cluster: cluster)
+                for id in try await cluster.revocations() where !appliedRevocations.contains(id) {
+                    await applyRevocation(id)
+                }
+                for name in breakers.keys.sorted() where sharing(of: name) != .local {
+                    let (record, now) = try await cluster.breakerSnapshot(name)
+                    noteRedisTime(now)
+                    if let record { await receiveSharedBreaker(name, record) }
+                }
+                return
+            }
             for (name, policy) in policies where remotePolicies[name] == nil {
                 _ = try await cluster.seedSharedDocument(kind: SharedKind.policies, name: name, json: try Self.encode(policy))
             }
@@ -796,7 +833,6 @@ public actor CoordinatorNode {
                 guard let policy = try? decoder.decode(LimitPolicy.self, from: Data(json.utf8)), policy.validate().isEmpty else { continue }
                 if policies[name] != policy { try await applyPolicyLocally(name: name, policy: policy, json: json) }
             }
-            let remoteBreakers = try await cluster.sharedDocuments(kind: SharedKind.breakers)
             for (name, config) in breakerConfigs where remoteBreakers[name] == nil {
                 _ = try await cluster.seedSharedDocument(kind: SharedKind.breakers, name: name, json: try Self.encode(config))
             }
@@ -817,6 +853,26 @@ public actor CoordinatorNode {
         } catch {
             logger.warning("reconciliation with the cluster failed; retrying next interval", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// Shared store: writes the database's copy of every document of `kind` to Redis where Redis's
+    /// differs, and reloads the kind when memory differs from the database.
+    private func reconcileWithSharedStore(
+        _ kind: DocumentKind, remote: [String: String], sharedKind: String, cluster: ClusterLink
+    ) async throws {
+        let decoder = JSONDecoder()
+        for document in try await store.documents(kind: kind) where ResourceName.isValid(document.name) {
+            if remote[document.name] != document.json {
+                try await cluster.putSharedDocument(kind: sharedKind, name: document.name, json: document.json)
+            }
+            let differs: Bool
+            switch kind {
+            case .limitPolicy: differs = (try? decoder.decode(LimitPolicy.self, from: Data(document.json.utf8))) != policies[document.name]
+            case .breakerConfig: differs = (try? decoder.decode(BreakerConfig.self, from: Data(document.json.utf8))) != breakerConfigs[document.name]
+            }
+            if differs { pendingReloads.insert(kind) }
+        }
+        if pendingReloads.contains(kind) { await reloadPendingDocuments() }
     }
 
     // MARK: Shared breakers (cluster mode)
@@ -1490,19 +1546,33 @@ public actor CoordinatorNode {
         guard (try? JSONSerialization.jsonObject(with: Data(detailJSON.utf8))) is [String: Any] else {
             throw CoordinatorError(.invalidRequest, "detail must be a JSON object")
         }
+        // No store takes a NUL character in text (PostgreSQL refuses it); refused here, before any spool.
+        for field in [id, actor, action, resource, outcome, detailJSON] where field.utf8.contains(0) {
+            throw CoordinatorError(.invalidRequest, "audit fields must not contain NUL characters")
+        }
         let input = AuditEventInput(
             id: id, actor: actor, action: action, resource: resource, outcome: outcome, detailJSON: detailJSON,
             recordedAt: clock.wallMilliseconds(), nodeID: nodeID
         )
-        if let spool = auditSpool, auditSpoolDepth > 0 || sharedSpoolDepth > 0 {
-            // Events already wait in a spool: this one goes behind them, so the store gets them in order.
-            return try await spoolAudit(input, spool: spool)
-        }
         let result: AuditAppendResult
-        do {
+        if let spool = auditSpool {
+            if auditSpoolDepth > 0 || ownSharedSpoolEntries > 0 {
+                // This node's earlier events wait in a spool: this one goes behind them, so the store
+                // gets them in order.
+                return try await spoolAudit(input, spool: spool)
+            }
+            do {
+                result = try await store.appendAudit(input)
+                if storeStatus.status != "ok" { markStoreRecovered() }
+            } catch let error as StoreError where error.code == .unavailable {
+                // Unreachable (not refused): buffer it. Any other refusal is the caller's answer.
+                markStore(failed: error)
+                return try await spoolAudit(input, spool: spool)
+            } catch let error as StoreError {
+                throw storeFailure(error)
+            }
+        } else {
             result = try await storeCall { try await $0.appendAudit(input) }
-        } catch let error as CoordinatorError where error.code == .storeUnavailable && auditSpool != nil {
-            return try await spoolAudit(input, spool: auditSpool!)
         }
         if result.duplicate && !result.sameContent {
             throw CoordinatorError(.auditIDConflict, "audit event \(id) already exists with different content (seq \(result.seq))")
@@ -1524,6 +1594,7 @@ public actor CoordinatorNode {
             throw CoordinatorError(.auditIDConflict, "audit event \(input.id) is already buffered with different content")
         }
         if !appended.duplicate {
+            localSpoolAppends &+= 1
             if auditSpoolDepth == 0 { logger.warning("store unreachable: buffering audit events in the local spool") }
             auditSpoolDepth += 1
             metrics.auditSpoolDepth(local: auditSpoolDepth)
@@ -1537,10 +1608,13 @@ public actor CoordinatorNode {
     /// PostgreSQL service calls it every 200 ms.
     public func drainAuditSpool() async {
         guard let spool = auditSpool, auditSpoolDepth > 0, !shuttingDown, !drainingSpool else { return }
+        // This node's events in the cluster's stream were acknowledged before these: they go first.
+        guard ownSharedSpoolEntries == 0 else { return }
         drainingSpool = true
         defer { drainingSpool = false }
         var drained = 0
-        while true {
+        while !shuttingDown {
+            let appendsBefore = localSpoolAppends
             let batch: [AuditSpool.Entry]
             do {
                 batch = try await spool.oldest(limit: 256)
@@ -1548,10 +1622,28 @@ public actor CoordinatorNode {
                 logger.error("could not read the audit spool", metadata: ["error": "\(error)"])
                 return
             }
-            if batch.isEmpty { break }
+            if batch.isEmpty {
+                // Empty, unless an append raced with the read: then look again.
+                if appendsBefore == localSpoolAppends {
+                    auditSpoolDepth = 0
+                    break
+                }
+                continue
+            }
             for entry in batch {
                 do {
-                    let result = try await store.appendAudit(entry.event)
+                    let result: AuditAppendResult
+                    do {
+                        result = try await store.appendAudit(entry.event)
+                    } catch let error as StoreError where error.code != .unavailable && error.code != .closed {
+                        // Refused for good (not unreachable): moved aside so it does not block the spool.
+                        try await spool.moveToDeadLetters(position: entry.position, reason: "\(error)")
+                        auditSpoolDepth = max(0, auditSpoolDepth - 1)
+                        metrics.auditSpoolDeadLetter()
+                        logger.error("the store refused a spooled audit event; moved to the spool's dead_letters table",
+                                     metadata: ["id": "\(entry.event.id)", "error": "\(error)"])
+                        continue
+                    }
                     if result.duplicate && !result.sameContent {
                         logger.error("a spooled audit event's id is stored with different content; the spooled copy is dropped",
                                      metadata: ["id": "\(entry.event.id)", "seq": "\(result.seq)"])
@@ -1567,7 +1659,6 @@ public actor CoordinatorNode {
                 }
             }
         }
-        auditSpoolDepth = (try? await spool.count()) ?? auditSpoolDepth
         metrics.auditSpoolDepth(local: auditSpoolDepth)
         if drained > 0 { logger.notice("audit spool drained into the store", metadata: ["events": "\(drained)", "left": "\(auditSpoolDepth)"]) }
     }
@@ -1585,13 +1676,11 @@ public actor CoordinatorNode {
 
     private func auditInternal(action: String, resource: String, actor: String, detail: [String: String]) async {
         let detailJSON = (try? String(decoding: JSONSerialization.data(withJSONObject: detail, options: [.sortedKeys]), as: UTF8.self)) ?? "{}"
-        let input = AuditEventInput(
-            id: UUID().uuidString.lowercased(), actor: actor, action: action, resource: resource, outcome: "success",
-            detailJSON: detailJSON, recordedAt: clock.wallMilliseconds(), nodeID: nodeID
-        )
         do {
-            _ = try await storeCall { try await $0.appendAudit(input) }
-            metrics.auditAppended(duplicate: false)
+            // Through the spools like any event: kept while the store is unreachable, and in order.
+            _ = try await appendAudit(
+                id: UUID().uuidString.lowercased(), actor: actor, action: action, resource: resource, outcome: "success",
+                detailJSON: detailJSON)
         } catch {
             logger.error("could not audit an admin action", metadata: ["action": "\(action)", "error": "\(error)"])
         }
@@ -1749,7 +1838,13 @@ public actor CoordinatorNode {
         shuttingDown = true
         // Another node drains the cluster's audit spool from now on (entries this node read but did
         // not acknowledge are claimed by it).
-        if auditSpool != nil { await cluster?.releaseSpoolDrainLock() }
+        if auditSpool != nil, let cluster {
+            // The drain stops at its next entry (it checks `shuttingDown`); wait for it (bounded), so
+            // no two nodes drain at once.
+            let until = ContinuousClock.now + .seconds(2)
+            while drainingSharedSpool, ContinuousClock.now < until { try? await Task.sleep(for: .milliseconds(10)) }
+            await cluster.releaseSpoolDrainLock()
+        }
         await leaveCluster()
         do {
             try await store.close()
@@ -1775,17 +1870,22 @@ public actor CoordinatorNode {
             if storeStatus.status != "ok" { markStoreRecovered() }
             return value
         } catch let error as StoreError {
-            switch error.code {
-            case .conflict: throw CoordinatorError(.invalidRequest, error.message)
-            case .closed: throw CoordinatorError(.shuttingDown, "the store is closed")
-            case .unusable, .backend, .unavailable:
-                markStore(failed: error)
-                throw CoordinatorError(.storeUnavailable, error.message)
-            }
+            throw storeFailure(error)
         }
     }
 
-    private func markStore(failed error: any Error) {
+    /// The API error for a store failure; a backend failure also marks the store as failing.
+    func storeFailure(_ error: StoreError) -> CoordinatorError {
+        switch error.code {
+        case .conflict: return CoordinatorError(.invalidRequest, error.message)
+        case .closed: return CoordinatorError(.shuttingDown, "the store is closed")
+        case .unusable, .backend, .unavailable:
+            markStore(failed: error)
+            return CoordinatorError(.storeUnavailable, error.message)
+        }
+    }
+
+    func markStore(failed error: any Error) {
         if storeStatus.status == "ok" {
             storeStatus.status = "down"
             storeStatus.sinceMilliseconds = clock.wallMilliseconds()
@@ -1794,7 +1894,7 @@ public actor CoordinatorNode {
         storeStatus.detail = "\(error)"
     }
 
-    private func markStoreRecovered() {
+    func markStoreRecovered() {
         storeStatus.status = "ok"
         storeStatus.sinceMilliseconds = clock.wallMilliseconds()
         storeStatus.detail = storeDetail

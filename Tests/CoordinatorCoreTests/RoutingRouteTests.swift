@@ -103,6 +103,12 @@ struct RoutingRouteTests {
         #expect(topology.eligibleReplicas(for: .readYourWrites(.zero), now: at(20)) == [hostC])
         #expect(try topology.route(.read(.fresh(maxLagBytes: nil, maxLagSeconds: nil)), now: at(20)).host == hostC)
         #expect(topology.snapshot(now: at(20)).hosts.map(\.timeline) == [2, 1, 2])
+
+        // A replica whose WAL receiver is not streaming (timeline unknown — e.g. diverged after a
+        // failover and waiting) is not eligible either, whatever its LSN says.
+        _ = topology.probeSucceeded(hostC, observation: replicaObservation(replay: 0x2000, timeline: nil), at: at(30))
+        #expect(topology.eligibleReplicas(for: .readYourWrites(.zero), now: at(40)).isEmpty)
+        #expect(try topology.route(.read(.fresh(maxLagBytes: nil, maxLagSeconds: nil)), now: at(40)).host == hostA)
     }
 
     @Test("no primary: reads still use replicas, writes and primary reads fail with no-primary")

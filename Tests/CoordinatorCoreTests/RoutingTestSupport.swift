@@ -15,7 +15,7 @@ func primaryObservation(_ position: UInt64, nowMs: Int64 = 0, timeline: UInt32 =
 }
 
 func replicaObservation(
-    replay: UInt64, receive: UInt64? = nil, lastReplayMs: Int64? = nil, nowMs: Int64 = 0, timeline: UInt32 = 1,
+    replay: UInt64, receive: UInt64? = nil, lastReplayMs: Int64? = nil, nowMs: Int64 = 0, timeline: UInt32? = 1,
     upstream: HostID? = hostA, status: String? = "streaming", paused: Bool = false
 ) -> HostObservation {
     .replica(

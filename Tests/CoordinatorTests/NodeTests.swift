@@ -219,6 +219,11 @@ struct NodeTests {
         await #expect(throws: CoordinatorError.self) {
             _ = try await node.appendAudit(id: "e", actor: "a", action: "b", resource: "c", outcome: "d", detailJSON: "not json")
         }
+        // A NUL character no store can take is refused up front (never spooled to block a drain).
+        let nul = await #expect(throws: CoordinatorError.self) {
+            _ = try await node.appendAudit(id: "e", actor: "a\u{0}b", action: "b", resource: "c", outcome: "d", detailJSON: "{}")
+        }
+        #expect(nul?.code == .invalidRequest)
         await node.shutdown()
 
         await #expect(throws: CoordinatorError.self) {

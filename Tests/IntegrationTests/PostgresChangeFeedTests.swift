@@ -181,12 +181,59 @@ struct PostgresChangeFeedTests {
         #expect(revokedAt == [["t"]])
         await sql.close()
 
-        // A garbled Redis entry is not trusted: the store answers.
+        // A garbled or forged Redis entry is not trusted (entries are signed with the cluster secret):
+        // the store answers. Write access to Redis cannot mint a token.
         let third = try await a.createToken(subject: "svc3", policy: nil, ttlSeconds: nil)
-        _ = try await redis.send(["HSET", "coord:\(cluster):tokcache:\(Self.hex(third.token.secretHash))", "id", third.token.id, "record", "{garbage"])
+        let thirdKey = "coord:\(cluster):tokcache:\(Self.hex(third.token.secretHash))"
+        _ = try await redis.send(["HSET", thirdKey, "id", third.token.id, "record", "{garbage", "mac", "00"])
         let before = await d.tokenLookupCounts().store
         #expect(try await d.verifyToken(third.secret) == .valid(third.token))
         #expect(await d.tokenLookupCounts().store == before + 1)
+        // An intruder with write access to Redis picks a secret and plants a record for its hash.
+        let intruderSecret = Secrets.newTokenSecret()
+        var forged = third.token
+        forged.id = "tok_forgedforgedforgedforged0"
+        forged.secretHash = Secrets.sha256(intruderSecret)
+        let forgedKey = "coord:\(cluster):tokcache:\(Self.hex(forged.secretHash))"
+        let forgedJSON = String(decoding: try JSONEncoder().encode(forged), as: UTF8.self)
+        _ = try await redis.send(["HSET", forgedKey, "id", forged.id, "record", forgedJSON, "mac", String(repeating: "0", count: 64)])
+        let e = try await Self.node(postgresURL: database.url, redisURL: redisURL, cluster: cluster, nodeID: "node-e")
+        defer { Task { await e.shutdown() } }
+        #expect(try await e.verifyToken(intruderSecret) == .invalid(.unknown))
+        #expect(await e.tokenLookupCounts().shared == 0)
+
+        // A revocation or an edit made with SQL (not through a node) clears the Redis level too.
+        let fourth = try await a.createToken(subject: "svc4", policy: nil, ttlSeconds: nil)
+        let fourthKey = "coord:\(cluster):tokcache:\(Self.hex(fourth.token.secretHash))"
+        #expect(try await e.verifyToken(fourth.secret) == .valid(fourth.token))
+        #expect(try await redis.send(["EXISTS", fourthKey]).integer == 1)
+        let sql2 = try await database.connect()
+        var heard: [Int] = []
+        for node in [a, b, c, d, e] { heard.append(await node.changeFeedStatistics().notifications) }
+        _ = try await sql2.query("UPDATE tokens SET expires_at = 4102444800000 WHERE id = $1", [fourth.token.id])
+        #expect(try await ClusterTestSupport.eventually(3) { try await redis.send(["EXISTS", fourthKey]).integer == 0 })
+        // Once every node has handled the change (each drops the entry once), e's next check reads the
+        // database and refills Redis.
+        for (index, node) in [a, b, c, d, e].enumerated() {
+            #expect(try await ClusterTestSupport.eventually(3) { await node.changeFeedStatistics().notifications > heard[index] })
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        var edited = fourth.token
+        edited.expiresAt = 4_102_444_800_000
+        #expect(try await e.verifyToken(fourth.secret) == .valid(edited), "the edit is seen, not the cached record")
+        #expect(try await redis.send(["EXISTS", fourthKey]).integer == 1)
+        _ = try await sql2.query("UPDATE tokens SET revoked_at = 1 WHERE id = $1", [fourth.token.id])
+        await sql2.close()
+        #expect(try await ClusterTestSupport.eventually(3) { try await redis.send(["EXISTS", fourthKey]).integer == 0 })
+        let f = try await Self.node(postgresURL: database.url, redisURL: redisURL, cluster: cluster, nodeID: "node-f")
+        defer { Task { await f.shutdown() } }
+        #expect(try await f.verifyToken(fourth.secret) == .invalid(.revoked))
+        for node in [a, b, c, d, e] {
+            #expect(try await ClusterTestSupport.eventually(3) {
+                if case .invalid(.revoked) = try await node.verifyToken(fourth.secret) { return true }
+                return false
+            })
+        }
     }
 
     // MARK: Shared audit spool
@@ -236,8 +283,11 @@ struct PostgresChangeFeedTests {
             await #expect(throws: CoordinatorError.self) {
                 _ = try await b.appendAudit(id: fromA[1], actor: "other", action: "write", resource: "r", outcome: "ok", detailJSON: "{}")
             }
-            // An entry no node can decode (written to Redis by something else).
+            // An entry no node can decode, and a well-formed event not signed with the cluster secret
+            // (written to Redis by something else): both dead-lettered, never stored.
             _ = try await redis.send(["XADD", stream, "*", "id", "bogus", "event", "{not json"])
+            let forged = #"{"action":"write","actor":"intruder","detailJSON":"{}","id":"66666666-0000-4000-8000-000000000000","nodeID":"node-a","outcome":"ok","recordedAt":1,"resource":"r"}"#
+            _ = try await redis.send(["XADD", stream, "*", "id", "66666666-0000-4000-8000-000000000000", "event", forged, "mac", String(repeating: "0", count: 64), "node", "node-a"])
 
             // Node a tries to drain (PostgreSQL is down), holds entries read but unacknowledged, and
             // dies; b must claim them once the lock a held expires.
@@ -255,7 +305,8 @@ struct PostgresChangeFeedTests {
             #expect(stored.count == 30, "every event exactly once: \(stored.count)")
             #expect(stored.filter { $0.hasPrefix("5") } == fromA, "a's events in the order acknowledged")
             #expect(stored.filter { $0.hasPrefix("6") } == fromB, "b's events in the order acknowledged")
-            #expect(try await redis.send(["XLEN", "coord:\(cluster):audit-spool:dead"]).integer == 1)
+            #expect(try await redis.send(["XLEN", "coord:\(cluster):audit-spool:dead"]).integer == 2)
+            #expect(try await redis.send(["HLEN", "coord:\(cluster):audit-spool:by-node"]).integer == 0)
             #expect(try await redis.send(["HLEN", "coord:\(cluster):audit-spool:ids"]).integer == 0)
             // Appends go straight to the store again.
             let after = try await b.appendAudit(

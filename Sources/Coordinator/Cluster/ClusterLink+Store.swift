@@ -15,22 +15,49 @@ extension ClusterLink {
 
     // MARK: Token cache, second level
 
-    /// The cached record (JSON) of the token whose secret hashes to `secretHashHex`, unless absent
-    /// or revoked.
-    public func cachedToken(secretHashHex: String) async throws(RedisError) -> String? {
-        try await redis.evalSHA(
+    /// The cached record (JSON) of the token whose secret hashes to `secretHashHex` and its MAC,
+    /// unless absent or revoked.
+    public func cachedToken(secretHashHex: String) async throws(RedisError) -> (json: String, mac: String)? {
+        let reply = try await redis.evalSHA(
             Self.tokenCacheGetScript, keys: [keys.tokenCache(secretHashHex), keys.revokedTokens], arguments: [],
-            deadline: deadline
-        ).string
+            deadline: deadline)
+        guard let items = reply.array, items.count == 2, let json = items[0].string, let mac = items[1].string else { return nil }
+        return (json, mac)
     }
 
-    /// Caches a token record for `ttlMs`; returns false (and caches nothing) when the token id is in
-    /// the cluster's revocation set.
-    public func cacheToken(secretHashHex: String, id: String, json: String, ttlMs: Int64) async throws(RedisError) -> Bool {
+    /// Caches a token record (with its MAC) for `ttlMs`; returns false (and caches nothing) when the
+    /// token id is in the cluster's revocation set.
+    public func cacheToken(secretHashHex: String, id: String, json: String, mac: String, ttlMs: Int64) async throws(RedisError) -> Bool {
         try await redis.evalSHA(
             Self.tokenCacheFillScript, keys: [keys.tokenCache(secretHashHex), keys.revokedTokens],
-            arguments: [id, json, String(max(1, ttlMs))], deadline: deadline
+            arguments: [id, json, String(max(1, ttlMs)), mac], deadline: deadline
         ).integer == 1
+    }
+
+    /// Drops the cached record of one token (it changed in the database).
+    public func forgetCachedToken(secretHashHex: String) async throws(RedisError) {
+        _ = try await redis.send(["DEL", keys.tokenCache(secretHashHex)], deadline: deadline * 10)
+    }
+
+    /// Drops every cached token record of the cluster (changes may have been missed); `SCAN` in
+    /// batches, so Redis is never blocked. Returns how many entries were dropped.
+    @discardableResult
+    public func flushTokenCache() async throws(RedisError) -> Int {
+        var cursor = "0"
+        var dropped = 0
+        repeat {
+            let reply = try await redis.send(
+                ["SCAN", cursor, "MATCH", keys.tokenCache("*"), "COUNT", "1000"], deadline: deadline * 10)
+            guard let items = reply.array, items.count == 2, let next = items[0].string else {
+                throw RedisError(code: .protocolError, message: "unexpected SCAN reply \(reply)")
+            }
+            let found = (items[1].array ?? []).compactMap(\.string)
+            if !found.isEmpty {
+                dropped += Int(try await redis.send(["UNLINK"] + found, deadline: deadline * 10).integer ?? 0)
+            }
+            cursor = next
+        } while cursor != "0"
+        return dropped
     }
 
     /// Adds the token to the revocation set and drops its cache entry, in one step.
@@ -59,16 +86,30 @@ extension ClusterLink {
         public var eventID: String?
         /// The `event` field (JSON), if present.
         public var eventJSON: String?
+        /// The `mac` field (HMAC of the JSON with the cluster secret, hex), if present.
+        public var mac: String?
+        /// The `node` field (the node that spooled it), if present.
+        public var node: String?
         /// Every field, as read (for the dead-letter stream).
         public var fields: [String]
+
+        /// An entry as read from the stream.
+        public init(streamID: String, eventID: String? = nil, eventJSON: String? = nil, mac: String? = nil, node: String? = nil, fields: [String]) {
+            self.streamID = streamID
+            self.eventID = eventID
+            self.eventJSON = eventJSON
+            self.mac = mac
+            self.node = node
+            self.fields = fields
+        }
     }
 
-    /// Appends an event (as JSON) to the shared spool, idempotent by `eventID` with `digest` as its
-    /// content.
-    public func spoolAudit(eventID: String, digest: String, json: String) async throws(RedisError) -> SpoolAppend {
+    /// Appends an event (as JSON, with its MAC) to the shared spool, idempotent by `eventID` with
+    /// `digest` as its content, and counts it as this node's.
+    public func spoolAudit(eventID: String, digest: String, json: String, mac: String) async throws(RedisError) -> SpoolAppend {
         let reply = try await redis.evalSHA(
-            Self.auditSpoolAppendScript, keys: [keys.auditSpool, keys.auditSpoolIDs], arguments: [eventID, digest, json],
-            deadline: deadline * 10)
+            Self.auditSpoolAppendScript, keys: [keys.auditSpool, keys.auditSpoolIDs, keys.auditSpoolByNode],
+            arguments: [eventID, digest, json, mac, nodeID], deadline: deadline * 10)
         switch reply.integer {
         case 0: return .appended
         case 1: return .duplicate
@@ -77,9 +118,12 @@ extension ClusterLink {
         }
     }
 
-    /// Entries in the shared spool (drained entries are deleted, so this is what waits).
-    public func auditSpoolLength() async throws(RedisError) -> Int {
-        Int(try await redis.send(["XLEN", keys.auditSpool], deadline: deadline * 10).integer ?? 0)
+    /// Entries in the shared spool (drained entries are deleted, so this is what waits), and how many
+    /// of them this node spooled.
+    public func auditSpoolLength() async throws(RedisError) -> (total: Int, mine: Int) {
+        let total = try await redis.send(["XLEN", keys.auditSpool], deadline: deadline * 10).integer ?? 0
+        let mine = try await redis.send(["HGET", keys.auditSpoolByNode, nodeID], deadline: deadline * 10).string.flatMap { Int($0) } ?? 0
+        return (Int(total), max(0, mine))
     }
 
     /// Takes (or renews) the drain lock for `ttlMs`; returns whether this node holds it.
@@ -113,8 +157,8 @@ extension ClusterLink {
     /// Acknowledges and deletes a drained entry and forgets its event id.
     public func acknowledgeSpoolEntry(_ entry: SpoolEntry) async throws(RedisError) {
         _ = try await redis.evalSHA(
-            Self.auditSpoolAckScript, keys: [keys.auditSpool, keys.auditSpoolIDs],
-            arguments: [Self.auditSpoolGroup, entry.streamID, entry.eventID ?? ""], deadline: deadline * 10)
+            Self.auditSpoolAckScript, keys: [keys.auditSpool, keys.auditSpoolIDs, keys.auditSpoolByNode],
+            arguments: [Self.auditSpoolGroup, entry.streamID, entry.eventID ?? "", entry.node ?? ""], deadline: deadline * 10)
     }
 
     /// Moves an undecodable entry to the dead-letter stream (kept for an operator), then acknowledges it.
@@ -142,18 +186,19 @@ extension ClusterLink {
         return items.compactMap { item -> SpoolEntry? in
             guard let pair = item.array, pair.count == 2, let id = pair[0].string, let raw = pair[1].array else { return nil }
             let fields = raw.map { $0.string ?? "" }
-            var eventID: String?
-            var json: String?
+            var entry = SpoolEntry(streamID: id, fields: fields)
             var index = 0
             while index + 1 < fields.count {
                 switch fields[index] {
-                case "id": eventID = fields[index + 1]
-                case "event": json = fields[index + 1]
+                case "id": entry.eventID = fields[index + 1]
+                case "event": entry.eventJSON = fields[index + 1]
+                case "mac": entry.mac = fields[index + 1]
+                case "node": entry.node = fields[index + 1]
                 default: break
                 }
                 index += 2
             }
-            return SpoolEntry(streamID: id, eventID: eventID, eventJSON: json, fields: fields)
+            return entry
         }
     }
 }

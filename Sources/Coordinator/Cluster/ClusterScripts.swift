@@ -274,25 +274,26 @@ public enum ClusterScripts {
     /// Reads a second-level token cache entry, unless its token id is in the revocation set (then
     /// the entry is deleted).
     ///
-    /// `KEYS[1]`: the entry, `KEYS[2]`: the revocation set. Returns the record or nil.
+    /// `KEYS[1]`: the entry, `KEYS[2]`: the revocation set. Returns `{record, mac}` or nil.
     public static let tokenCacheGet = #"""
-    local v = redis.call('HMGET', KEYS[1], 'id', 'record')
-    if not v[1] or not v[2] then return false end
+    local v = redis.call('HMGET', KEYS[1], 'id', 'record', 'mac')
+    if not v[1] or not v[2] or not v[3] then return false end
     if redis.call('SISMEMBER', KEYS[2], v[1]) == 1 then
       redis.call('DEL', KEYS[1])
       return false
     end
-    return v[2]
+    return {v[2], v[3]}
     """#
 
     /// Fills a second-level token cache entry unless the token is revoked: a fill that read the
     /// database before a revocation committed can never put the revoked token back.
     ///
-    /// `KEYS[1]`: the entry, `KEYS[2]`: the revocation set. `ARGV`: token id, record, TTL in ms.
-    /// Returns 1 when stored, 0 when the token is in the revocation set.
+    /// `KEYS[1]`: the entry, `KEYS[2]`: the revocation set. `ARGV`: token id, record, TTL in ms, MAC
+    /// of the record (HMAC with the cluster secret). Returns 1 when stored, 0 when the token is in the
+    /// revocation set.
     public static let tokenCacheFill = #"""
     if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 0 end
-    redis.call('HSET', KEYS[1], 'id', ARGV[1], 'record', ARGV[2])
+    redis.call('HSET', KEYS[1], 'id', ARGV[1], 'record', ARGV[2], 'mac', ARGV[4])
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
     return 1
     """#
@@ -308,26 +309,31 @@ public enum ClusterScripts {
 
     /// Appends an audit event to the shared spool, idempotent by event id.
     ///
-    /// `KEYS[1]`: the stream, `KEYS[2]`: the id → digest hash. `ARGV`: event id, content digest,
-    /// event JSON. Returns 0 appended, 1 already spooled with the same content, 2 already spooled
-    /// with other content.
+    /// `KEYS[1]`: the stream, `KEYS[2]`: the id → digest hash, `KEYS[3]`: node → entries waiting.
+    /// `ARGV`: event id, content digest, event JSON, MAC of the JSON, node id. Returns 0 appended,
+    /// 1 already spooled with the same content, 2 already spooled with other content.
     public static let auditSpoolAppend = #"""
     local d = redis.call('HGET', KEYS[2], ARGV[1])
     if d then
       if d == ARGV[2] then return 1 end
       return 2
     end
-    redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'event', ARGV[3])
+    redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'event', ARGV[3], 'mac', ARGV[4], 'node', ARGV[5])
     redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+    redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
     return 0
     """#
 
     /// Acknowledges a drained spool entry: XACK, XDEL, and forgets its id.
     ///
-    /// `KEYS[1]`: the stream, `KEYS[2]`: the id hash. `ARGV`: group, entry id, event id ('' if unknown).
+    /// `KEYS[1]`: the stream, `KEYS[2]`: the id hash, `KEYS[3]`: node → entries waiting. `ARGV`: group,
+    /// entry id, event id ('' if unknown), node id ('' if unknown). Only an entry still in the stream
+    /// is counted off, so a second acknowledgement changes nothing.
     public static let auditSpoolAck = #"""
     redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-    redis.call('XDEL', KEYS[1], ARGV[2])
+    if redis.call('XDEL', KEYS[1], ARGV[2]) == 1 and ARGV[4] ~= '' then
+      if redis.call('HINCRBY', KEYS[3], ARGV[4], -1) <= 0 then redis.call('HDEL', KEYS[3], ARGV[4]) end
+    end
     if ARGV[3] ~= '' then redis.call('HDEL', KEYS[2], ARGV[3]) end
     return 1
     """#
@@ -408,6 +414,9 @@ public struct ClusterKeys: Sendable, Equatable {
     public var auditSpoolIDs: String { "coord:\(cluster):audit-spool:ids" }
     /// Held (with a TTL) by the one node draining the shared audit spool, so events drain in order.
     public var auditSpoolLock: String { "coord:\(cluster):audit-spool:lock" }
+    /// Node id → how many of its events wait in the shared audit spool (a node whose events wait there
+    /// spools its new ones behind them, to keep its order).
+    public var auditSpoolByNode: String { "coord:\(cluster):audit-spool:by-node" }
     /// Entries of the shared audit spool that could not be decoded, moved aside for an operator.
     public var auditSpoolDeadLetters: String { "coord:\(cluster):audit-spool:dead" }
 }

@@ -35,6 +35,15 @@ final class AuditSpool: Sendable {
                 detail TEXT NOT NULL, recorded_at INTEGER NOT NULL, node_id TEXT NOT NULL
             );
             """),
+        // Events the store refused for good (not for being unreachable): kept for an operator.
+        SQLiteMigration(version: 2, sql: """
+            CREATE TABLE dead_letters (
+                position INTEGER PRIMARY KEY, id TEXT NOT NULL,
+                actor TEXT NOT NULL, action TEXT NOT NULL, resource TEXT NOT NULL, outcome TEXT NOT NULL,
+                detail TEXT NOT NULL, recorded_at INTEGER NOT NULL, node_id TEXT NOT NULL,
+                reason TEXT NOT NULL
+            );
+            """),
     ]
 
     /// Opens (creating) the spool at `path`.
@@ -88,6 +97,21 @@ final class AuditSpool: Sendable {
     func remove(position: Int64) async throws {
         try await connection.withConnection { db in
             _ = try db.run("DELETE FROM spool WHERE position = ?", [.integer(position)])
+        }
+    }
+
+    /// Moves the entry at `position` to the dead-letter table (the store refused it for good), in one
+    /// transaction: it stops blocking the spool and is kept for an operator.
+    func moveToDeadLetters(position: Int64, reason: String) async throws {
+        try await connection.withConnection { db in
+            try db.transaction { db in
+                _ = try db.run(
+                    """
+                    INSERT INTO dead_letters (position, id, actor, action, resource, outcome, detail, recorded_at, node_id, reason)
+                    SELECT position, id, actor, action, resource, outcome, detail, recorded_at, node_id, ? FROM spool WHERE position = ?
+                    """, [.text(reason), .integer(position)])
+                _ = try db.run("DELETE FROM spool WHERE position = ?", [.integer(position)])
+            }
         }
     }
 

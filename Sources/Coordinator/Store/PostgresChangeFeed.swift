@@ -9,8 +9,10 @@ public enum StoreChange: Sendable, Equatable {
     case document(DocumentKind, name: String)
     /// A token was created (its secret's SHA-256, hex).
     case tokenCreated(secretHashHex: String)
-    /// A token was revoked, deleted or edited: caches must drop it.
-    case tokenRevoked(id: String)
+    /// A token was revoked or deleted: caches must drop it and refuse it from now on.
+    case tokenRevoked(id: String, secretHashHex: String)
+    /// A token row was edited otherwise (expiry, policy…): caches must drop what they hold of it.
+    case tokenChanged(id: String, secretHashHex: String)
 
     /// Parses a NOTIFY payload; `nil` for anything else.
     public init?(payload: String) {
@@ -22,15 +24,26 @@ public enum StoreChange: Sendable, Equatable {
             self = .document(kind, name: name)
         } else if payload.hasPrefix("token_created:") {
             let hex = String(payload.dropFirst("token_created:".count))
-            guard hex.count == 64, hex.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else { return nil }
+            guard Self.isSHA256Hex(hex) else { return nil }
             self = .tokenCreated(secretHashHex: hex)
-        } else if payload.hasPrefix("token_revoked:") {
-            let id = String(payload.dropFirst("token_revoked:".count))
-            guard !id.isEmpty, id.utf8.count <= 256 else { return nil }
-            self = .tokenRevoked(id: id)
+        } else if payload.hasPrefix("token_revoked:") || payload.hasPrefix("token_changed:") {
+            // `<id>:<hex>`; the id is everything before the last colon.
+            let rest = payload.drop { $0 != ":" }.dropFirst()
+            guard let colon = rest.lastIndex(of: ":") else { return nil }
+            let id = String(rest[..<colon])
+            let hex = String(rest[rest.index(after: colon)...])
+            guard !id.isEmpty, id.utf8.count <= 256, Self.isSHA256Hex(hex) else { return nil }
+            self = payload.hasPrefix("token_revoked:") ? .tokenRevoked(id: id, secretHashHex: hex) : .tokenChanged(id: id, secretHashHex: hex)
         } else {
             return nil
         }
+    }
+}
+
+extension StoreChange {
+    /// 64 lowercase hexadecimal digits.
+    static func isSHA256Hex(_ text: String) -> Bool {
+        text.utf8.count == 64 && text.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
     }
 }
 
@@ -53,6 +66,8 @@ public final class PostgresChangeFeed: Sendable {
         case lost(String)
     }
 
+    /// How often the LISTEN connection is checked with `SELECT 1`.
+    static let heartbeatInterval = Duration.seconds(5)
     let router: ReplicatedPostgres
     let connectTimeout: Duration
     private let state = Mutex<FeedState>(FeedState())
@@ -105,13 +120,26 @@ public final class PostgresChangeFeed: Sendable {
             await handle(.subscribed(host))
             // The router may move the primary while this connection stays up (a fenced or demoted
             // host keeps its sessions): follow it.
+            // And a LISTEN connection can die silently (a middlebox drops it; TCP keepalive takes hours):
+            // a `SELECT 1` on it every few seconds notices.
             let router = router
+            let heartbeatTimeout = connectTimeout
             let watchdog = Task {
+                var lastHeartbeat = ContinuousClock.now
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .milliseconds(50))
                     if router.primary != host {
                         await listener.close()
                         return
+                    }
+                    if ContinuousClock.now - lastHeartbeat >= Self.heartbeatInterval {
+                        lastHeartbeat = ContinuousClock.now
+                        do {
+                            _ = try await listener.connection.execute("SELECT 1", deadline: ContinuousClock.now + heartbeatTimeout)
+                        } catch {
+                            await listener.close()
+                            return
+                        }
                     }
                 }
             }

@@ -123,10 +123,12 @@ enum PostgresMigrations {
                     IF TG_OP = 'INSERT' THEN
                         PERFORM pg_notify('\(changeChannel)', 'token_created:' || encode(NEW.secret_hash, 'hex'));
                     ELSIF TG_OP = 'DELETE' THEN
-                        PERFORM pg_notify('\(changeChannel)', 'token_revoked:' || OLD.id);
+                        PERFORM pg_notify('\(changeChannel)', 'token_revoked:' || OLD.id || ':' || encode(OLD.secret_hash, 'hex'));
                         RETURN OLD;
+                    ELSIF NEW.revoked_at IS NOT NULL AND OLD.revoked_at IS NULL THEN
+                        PERFORM pg_notify('\(changeChannel)', 'token_revoked:' || OLD.id || ':' || encode(OLD.secret_hash, 'hex'));
                     ELSIF OLD IS DISTINCT FROM NEW THEN
-                        PERFORM pg_notify('\(changeChannel)', 'token_revoked:' || NEW.id);
+                        PERFORM pg_notify('\(changeChannel)', 'token_changed:' || OLD.id || ':' || encode(OLD.secret_hash, 'hex'));
                     END IF;
                     RETURN NEW;
                 END
@@ -140,9 +142,9 @@ enum PostgresMigrations {
     ]
 
     /// The channel the change feed NOTIFYs on. Payloads: `document:<kind>:<name>` (a policy or breaker
-    /// configuration was written or deleted), `token_created:<secret SHA-256 hex>` and
-    /// `token_revoked:<id>` (any other change of a token row — revocation, deletion, an edit — is
-    /// announced as a revocation, so every node drops what it cached of it).
+    /// configuration was written or deleted), `token_created:<secret SHA-256 hex>`,
+    /// `token_revoked:<id>:<hex>` (revoked or deleted) and `token_changed:<id>:<hex>` (any other edit of
+    /// a token row): every node drops what it cached of that token, in memory and in Redis.
     static let changeChannel = "coordinator_changes"
 
     /// Appends a batch of audit events in one statement (so one round trip, and the lock is held

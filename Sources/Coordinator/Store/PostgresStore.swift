@@ -582,12 +582,14 @@ public final class PostgresStore: CoordinatorStore {
         if let error = error as? StoreError { return error }
         guard let error = error as? PostgresError else { return StoreError(.backend, "\(error)") }
         switch error.code {
-        case .connectionFailed, .connectionLost, .connectionClosed:
+        case .connectionFailed, .connectionLost, .connectionClosed, .timeout, .poolExhausted, .commitOutcomeUnknown:
+            // Unreachable, hung past the deadline, or the outcome of the commit is unknown: retry
+            // (audit appends, idempotent by id, are spooled).
             return StoreError(.unavailable, "PostgreSQL unavailable: \(error.message)")
         case .server:
             let state = error.sqlState ?? ""
             if state == "23505" { return StoreError(.conflict, error.message) }
-            if state.hasPrefix("08") || ["25006", "57P01", "57P02", "57P03", "53300"].contains(state) {
+            if state.hasPrefix("08") || ["25006", "57P01", "57P02", "57P03", "53300", "57014"].contains(state) {
                 return StoreError(.unavailable, "PostgreSQL unavailable: \(error.message) (SQLSTATE \(state))")
             }
             return StoreError(.backend, "\(error.message) (SQLSTATE \(state))")

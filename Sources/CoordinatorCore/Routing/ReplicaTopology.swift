@@ -255,10 +255,11 @@ public struct ReplicaTopology: Sendable {
         guard role(at: i) == .replica, let observation = states[i].observation, let seen = states[i].observedAt,
             now - seen <= configuration.staleAfter, let replay = observation.replayLSN
         else { return false }
-        if let replicaTimeline = observation.timeline, let primaryTimeline = lastPrimaryTimeline,
-            replicaTimeline < primaryTimeline
-        {
-            return false
+        // Once the primary's timeline is known, a replica must be seen receiving it: one on an older
+        // timeline, or whose WAL receiver is not streaming (timeline unknown — e.g. diverged after a
+        // failover and waiting), may hold commits the primary does not have, whatever its LSN says.
+        if let primaryTimeline = lastPrimaryTimeline {
+            guard let replicaTimeline = observation.timeline, replicaTimeline >= primaryTimeline else { return false }
         }
         switch consistency {
         case .primary:

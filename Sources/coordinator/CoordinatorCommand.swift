@@ -14,7 +14,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coordinator",
         abstract: "Shared circuit breakers, rate limits and token checks for multi-replica services.",
-        subcommands: [Serve.self, TokenCommand.self, Bench.self, Load.self, Version.self],
+        subcommands: [Serve.self, TokenCommand.self, Bench.self, Load.self, ProxyCommand.self, Version.self],
         defaultSubcommand: Serve.self
     )
 }

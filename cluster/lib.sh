@@ -341,7 +341,8 @@ node_running() { pid_matches "$(var "NODE_$1_PID")" "$(node_data "$1")"; }
 # PostgreSQL server I: 0 is the original primary, 1..REPLICAS the original replicas.
 pg_name() { echo "pg-$1"; }
 pg_log() { echo "$PG_LOGS/pg-$1.log"; }
-pg_host() { echo "127.0.0.1:$(var "PG_$1_PORT")"; }
+# The address nodes use for server $1 (the fault proxy's, when `up --proxy` started one).
+pg_host() { echo "127.0.0.1:$(var "PG_$1_${PROXY_CONTROL_PORT:+PROXY_}PORT")"; }
 # Its own settings: name (= application_name as a standby) and slot, on the command line.
 pg_extra() { echo "-c primary_slot_name=pg_$1"; }
 pg_live_pid() { # I: the running postmaster's pid, or nothing
@@ -355,7 +356,7 @@ postgres_url() {
     for (( i = 0; i <= REPLICAS; i++ )); do hosts+="${hosts:+,}$(pg_host "$i")"; done
     echo "postgresql://postgres@$hosts/coordinator"
 }
-redis_url() { echo "redis://127.0.0.1:$REDIS_PORT/0"; }
+redis_url() { echo "redis://127.0.0.1:${PROXY_REDIS_PORT:-$REDIS_PORT}/0"; }
 
 # node_start I: start node I in the background (same command line every time), record its pid.
 # COORDINATOR_* variables of the caller's environment are cleared: they would override the node's

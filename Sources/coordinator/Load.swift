@@ -339,6 +339,8 @@ struct LoadOutcome: Sendable {
     var breakerState: String?
     var error: String?
     var atWallMs: Int64 = 0
+    /// From the request's scheduled start to its answer (set when recorded).
+    var latencyMicroseconds: UInt64 = 0
 }
 
 /// What the workers send.
@@ -477,6 +479,8 @@ final class LoadRecorder: Sendable {
     func record(_ outcome: LoadOutcome, latency: Duration) {
         let microseconds = UInt64(max(1, latency.components.seconds * 1_000_000 + latency.components.attoseconds / 1_000_000_000_000))
         let key = "\(outcome.operation) \(outcome.status)" + (outcome.buffered ? " buffered" : "") + (outcome.classification == .unexpected ? " UNEXPECTED" : "")
+        var outcome = outcome
+        outcome.latencyMicroseconds = microseconds
         state.withLock { state in
             state.outcomes.append(outcome)
             _ = state.histogram.record(min(microseconds, 600_000_000))
@@ -518,7 +522,7 @@ final class LoadRecorder: Sendable {
             state.outcomes.map { outcome in
                 var entry: [String: Any] = [
                     "op": outcome.operation, "node": outcome.node, "status": outcome.status,
-                    "class": outcome.classification.rawValue, "atMs": outcome.atWallMs,
+                    "class": outcome.classification.rawValue, "atMs": outcome.atWallMs, "latencyUs": outcome.latencyMicroseconds,
                 ]
                 if let subject = outcome.subject { entry["subject"] = subject }
                 if let seq = outcome.seq { entry["seq"] = seq }

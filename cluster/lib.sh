@@ -345,6 +345,27 @@ pg_log() { echo "$PG_LOGS/pg-$1.log"; }
 pg_host() { echo "127.0.0.1:$(var "PG_$1_${PROXY_CONTROL_PORT:+PROXY_}PORT")"; }
 # Its own settings: name (= application_name as a standby) and slot, on the command line.
 pg_extra() { echo "-c primary_slot_name=pg_$1"; }
+# The cgroup (v1 freezer) that `cluster/fault freeze S` puts server S's process tree in.
+FREEZER_ROOT=${CLUSTER_FREEZER_ROOT:-/sys/fs/cgroup/freezer}
+freezer_dir() { echo "$FREEZER_ROOT/coordinator-$CLUSTER_NAME-pg-$1"; }
+
+# Thaws server S if frozen, moves its processes back to the root cgroup and removes the cgroup.
+thaw_server() { # S
+    local dir p; dir=$(freezer_dir "$1")
+    [[ -d $dir ]] || return 1
+    echo THAWED >"$dir/freezer.state"
+    # Move the postmaster first, then whatever it forked meanwhile; repeat until the cgroup is empty.
+    local attempt
+    local procs
+    for (( attempt = 0; attempt < 50; attempt++ )); do
+        procs=$(cat "$dir/cgroup.procs" 2>/dev/null || true) # (cgroupfs files have size 0: read them)
+        [[ -n $procs ]] || break
+        for p in $procs; do echo "$p" >"$FREEZER_ROOT/cgroup.procs" 2>/dev/null || true; done
+        sleep 0.02
+    done
+    rmdir "$dir" 2>/dev/null || log "warning: could not remove $dir"
+}
+
 pg_live_pid() { # I: the running postmaster's pid, or nothing
     local data; data=$(var "PG_$1_DATA")
     local pid; pid=$(head -n1 "$data/postmaster.pid" 2>/dev/null || true)

@@ -383,14 +383,29 @@ redis_url() { echo "redis://127.0.0.1:${PROXY_REDIS_PORT:-$REDIS_PORT}/0"; }
 # COORDINATOR_* variables of the caller's environment are cleared: they would override the node's
 # config file (e.g. the admin token), differently from one shell to the next.
 node_start() {
-    local i=$1 logfile v clear=(); logfile=$(node_log "$i")
+    local i=$1 logfile v clear=() fake=() spec wrapper child n; logfile=$(node_log "$i")
     for v in $(compgen -e); do [[ $v != COORDINATOR_* ]] || clear+=(-u "$v"); done
-    echo "=== $(stamp) $PROG: starting node-$i on 127.0.0.1:$(var "NODE_${i}_PORT")" >>"$logfile"
-    env "${clear[@]}" "$BIN" serve --host 127.0.0.1 --port "$(var "NODE_${i}_PORT")" --data-dir "$(node_data "$i")" \
+    spec=$(var "NODE_${i}_FAKETIME")
+    # Wall clock only: machines' clocks skew, their monotonic clocks do not (and a faked monotonic
+    # clock makes the kernel's absolute-deadline waits hang).
+    [[ -z $spec ]] || fake=(FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f "$spec")
+    echo "=== $(stamp) $PROG: starting node-$i on 127.0.0.1:$(var "NODE_${i}_PORT")${spec:+ under faketime '$spec'}" >>"$logfile"
+    env "${clear[@]}" "${fake[@]}" "$BIN" serve --host 127.0.0.1 --port "$(var "NODE_${i}_PORT")" --data-dir "$(node_data "$i")" \
         --node-id "node-$i" --redis-url "$(redis_url)" --cluster-name "$CLUSTER_NAME" \
         --cluster-secret "$CLUSTER_SECRET" --postgres-url "$(postgres_url)" \
         --config "$DIR/nodes/$i/config.json" </dev/null >>"$logfile" 2>&1 &
-    record "NODE_${i}_PID" "$!"
+    if [[ -z $spec ]]; then
+        record "NODE_${i}_PID" "$!"
+        return
+    fi
+    # `faketime` runs the node as its child and does not pass signals on: record the node's own pid.
+    wrapper=$!
+    for (( n = 0; n < 100; n++ )); do
+        child=$(pgrep -P "$wrapper" | head -n1 || true)
+        [[ -z $child ]] || break
+        sleep 0.02
+    done
+    record "NODE_${i}_PID" "${child:-$wrapper}"
 }
 
 # node_wait_ready I [SECONDS]: until GET /readyz answers 200; fails at once if the process exits.

@@ -8,7 +8,7 @@ PACKAGES := libhiredis-dev libpq-dev libsqlite3-dev pkg-config redis-server post
 TESTENV_DIR ?= $(CURDIR)/.testenv
 ARGS ?=
 
-.PHONY: run test deps build build-tests bench clean testenv-up testenv-down
+.PHONY: run test deps build build-tests bench chaos clean testenv-up testenv-down
 
 deps:
 	@missing=""; \
@@ -45,6 +45,7 @@ test: build-tests
 	export COORDINATOR_TEST_BINARY="$$($(SWIFT) build --show-bin-path)/coordinator"; \
 	$(SWIFT) test --skip-build --skip IntegrationTests 2>&1 | tee "$(TESTENV_DIR).log"; status=$$?; \
 	$(SWIFT) test --skip-build --no-parallel --filter IntegrationTests 2>&1 | tee -a "$(TESTENV_DIR).log" || status=1; \
+	python3 chaos/run --quick --bin "$$COORDINATOR_TEST_BINARY" --report-dir "$(TESTENV_DIR)-chaos" || status=1; \
 	if grep -Eq "Test .* skipped[.:]|with [1-9][0-9]* tests? skipped" "$(TESTENV_DIR).log"; then \
 	  echo "error: a test was skipped; in make test every test must run"; status=1; fi; \
 	rm -f "$(TESTENV_DIR).log"; \
@@ -73,6 +74,11 @@ bench: deps
 	@set -o pipefail; cd Benchmarks && mkdir -p .build && \
 	  $(SWIFT) package --disable-sandbox benchmark --no-progress 2>&1 | tee .build/benchmark-output.txt && \
 	  python3 ratios.py .build/benchmark-output.txt
+
+## make chaos: every chaos scenario on fresh release-build clusters (ARGS, e.g. ARGS="--repeat 5"); report in ./chaos-report.
+chaos: deps
+	$(SWIFT) build -c release --product coordinator
+	python3 chaos/run --bin "$$($(SWIFT) build -c release --show-bin-path)/coordinator" $(ARGS)
 
 clean:
 	rm -rf .build .testenv

@@ -285,7 +285,7 @@ extension CoordinatorNode {
     }
 
     /// Moves events from the cluster's spool into the store, oldest first, while this node holds the
-    /// drain lock (renewed before every entry; when it is lost the drain stops at once): first
+    /// drain lock (renewed at least every second, a fifth of its TTL; when it is lost the drain stops): first
     /// entries another drainer read but never acknowledged (it died), then new ones. Idempotent by
     /// event id; an entry that is not a signed audit event, or that the store refuses for good, goes
     /// to the dead-letter stream.
@@ -308,6 +308,7 @@ extension CoordinatorNode {
             }
         }
         let decoder = JSONDecoder()
+        var lockRenewedAt = clock.monotonicNow()
         while !shuttingDown {
             let entries: [ClusterLink.SpoolEntry]
             do {
@@ -324,8 +325,13 @@ extension CoordinatorNode {
             }
             for entry in entries {
                 do {
-                    // Still the drainer? (A drainer that stalled past the lock's TTL stops here.)
-                    guard !shuttingDown, try await cluster.acquireSpoolDrainLock(ttlMs: Self.spoolDrainLockTTLMs) else { return }
+                    // Still the drainer? The lock is renewed at least every second (a fifth of its TTL), so
+                    // a drainer that stalled past the TTL stops here before touching another entry.
+                    guard !shuttingDown else { return }
+                    if clock.monotonicNow() - lockRenewedAt >= .seconds(1) {
+                        guard try await cluster.acquireSpoolDrainLock(ttlMs: Self.spoolDrainLockTTLMs) else { return }
+                        lockRenewedAt = clock.monotonicNow()
+                    }
                     guard let json = entry.eventJSON, let mac = entry.mac, verifyRedisMAC("audit", json, mac: mac),
                         let event = try? decoder.decode(AuditEventInput.self, from: Data(json.utf8)),
                         event.id == entry.eventID, ResourceName.isValid(event.nodeID),

@@ -67,6 +67,8 @@ public actor CoordinatorNode {
     private var approximateFresh: [String: LRUCache<String, Bool>] = [:]
     /// The cluster side of each shared breaker (cluster mode).
     private var sharedBreakers: [String: SharedBreakerCoordinator] = [:]
+    /// Proposals that failed (Redis unreachable), retried by the reconciliation.
+    private var unsharedProposals: [String: SharedBreakerProposal] = [:]
     /// The last Redis time heard and when (monotonic), to estimate Redis's clock between heartbeats.
     private var redisSampleAt: Instant?
     /// Revocations already applied from the cluster's set.
@@ -824,6 +826,7 @@ public actor CoordinatorNode {
                     noteRedisTime(now)
                     if let record { await receiveSharedBreaker(name, record) }
                 }
+                await retryUnsharedProposals()
                 return
             }
             for (name, policy) in policies where remotePolicies[name] == nil {
@@ -849,6 +852,7 @@ public actor CoordinatorNode {
                     noteRedisTime(now)
                     if let record { await receiveSharedBreaker(name, record) }
                 }
+                await retryUnsharedProposals()
             }
         } catch {
             logger.warning("reconciliation with the cluster failed; retrying next interval", metadata: ["error": "\(error)"])
@@ -1057,6 +1061,23 @@ public actor CoordinatorNode {
         }
     }
 
+    /// Transitions this node could not share (Redis was unreachable — e.g. a trip during an outage):
+    /// proposed again once Redis answers, if the local breaker is still in that state, against the
+    /// cluster's current version. The cluster then follows (or, if it moved on, this node adopts its
+    /// record): either way the nodes agree again.
+    private func retryUnsharedProposals() async {
+        let now = clock.monotonicNow()
+        for (name, proposal) in unsharedProposals.sorted(by: { $0.key < $1.key }) {
+            unsharedProposals[name] = nil
+            guard sharing(of: name) != .local, breakers[name]?.snapshot(now: now).state == proposal.state else { continue }
+            var retry = proposal
+            if retry.expectedVersion != nil { retry.expectedVersion = sharedBreakers[name]?.epoch ?? 0 }
+            logger.notice("sharing a breaker transition made while Redis was unreachable", metadata: [
+                "breaker": "\(name)", "state": "\(proposal.state.rawValue)"])
+            await propose(retry, breaker: name)
+        }
+    }
+
     /// Runs the compare-and-set script; its answer (written or current record) goes back to the
     /// breaker's cluster side, which adopts a newer record.
     private func propose(_ proposal: SharedBreakerProposal, breaker name: String) async {
@@ -1071,12 +1092,14 @@ public actor CoordinatorNode {
         do {
             let (_, record, now) = try await cluster.transitionBreaker(name, proposal: proposal, frame: frame)
             noteRedisTime(now)
+            unsharedProposals[name] = nil
             var coordinator = sharedBreakers[name] ?? SharedBreakerCoordinator(nodeID: nodeID, sharing: sharing(of: name))
             let actions = coordinator.receive(record)
             sharedBreakers[name] = coordinator
             await perform(actions, breaker: name)
         } catch {
             sharedBreakers[name]?.proposalFailed()
+            unsharedProposals[name] = proposal
             logger.warning("could not share a breaker transition; the next reconciliation retries", metadata: ["breaker": "\(name)", "error": "\(error)"])
         }
     }
@@ -1730,7 +1753,11 @@ public actor CoordinatorNode {
                 role: "sharedState", kind: "redis", status: "ok", detail: "cluster \(cluster.keys.cluster): limits decided in Redis",
                 sinceMilliseconds: startedAt)
         }
-        var members = membership.statuses(atRedisMs: lastRedisNowMs).filter(\.isLive).map {
+        // Judged at the estimated Redis time now, not at the last heartbeat: a member that stopped
+        // leaves the list within the liveness window of its last heartbeat. (While Redis is lost, the
+        // view stays as it was last heard.)
+        let judgedAt = sharedHealth.isDegraded ? lastRedisNowMs : redisNowEstimate()
+        var members = membership.statuses(atRedisMs: judgedAt).filter(\.isLive).map {
             ClusterMember(nodeID: $0.nodeID, isSelf: $0.nodeID == nodeID, heartbeatAgeMilliseconds: $0.heartbeatAgeMs)
         }
         if !members.contains(where: \.isSelf) {

@@ -142,6 +142,17 @@ public final class PostgresPool: Sendable {
 
     // MARK: - public API
 
+    /// Closes every idle connection (leased ones are untouched): after one turned out dead, the
+    /// others — opened to the same server before it restarted — most likely are too.
+    public func discardIdle() {
+        let idle = state.withLock { state -> [IdleEntry] in
+            let idle = state.idle
+            state.idle = []
+            return idle
+        }
+        idle.forEach { $0.connection.closeSoon() }
+    }
+
     /// The current counters.
     public var stats: PostgresPoolStats {
         state.withLock { state in

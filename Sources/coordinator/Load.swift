@@ -142,7 +142,8 @@ struct Load: AsyncParsableCommand {
                             // latency counts from then (no coordinated omission).
                             let index = Double(sent * connections + worker)
                             intended = started + .nanoseconds(Int64(index / rate * 1e9))
-                            if intended >= end { break }
+                            // Past the end, or a schedule that fell behind past the end: stop.
+                            if intended >= end || ContinuousClock.now >= end { break }
                             if intended > ContinuousClock.now { try? await Task.sleep(until: intended, clock: .continuous) }
                         } else {
                             intended = ContinuousClock.now

@@ -279,6 +279,17 @@ public final class ReplicatedPostgres: PostgresExecutor, Sendable {
                 self.observe(connection, host: host, expectPrimary: isPrimary)
                 return value
             }
+        } catch let error as PostgresError where isPrimary && error.isConnectionLost && error.code != .commitOutcomeUnknown
+                    && ContinuousClock.now < deadline {
+            // A pooled connection the server dropped while it was idle (a restart, an administrator's
+            // pg_terminate_backend): reads are idempotent, so the read runs once more, on a new
+            // connection (the other idle ones are likely dead as well).
+            pools[host]!.discardIdle()
+            let again = try route(.read(.primary))
+            defer { state.withLock { $0.topology.requestFinished(again) } }
+            return try await pools[again]!.withConnection(deadline: deadline) { connection in
+                try await PostgresCallContext.$deadline.withValue(deadline) { try await body(connection) }
+            }
         } catch let error as PostgresError where !isPrimary && (error.isConnectionLost || error.code == .connectionFailed || error.code == .timeout) {
             // The replica failed: report it and read from the primary once.
             report(host, .connectionLost)

@@ -1,0 +1,101 @@
+"""Every threshold, goal and timing of chaos/run, in one place.
+
+Goals (the numbers an invariant is judged against) come first, then the timings that shape each
+scenario (how long the load runs, when the fault is injected). A scenario never hard-codes a number
+that decides PASS or FAIL: it reads it from here, and the JSON report repeats these values.
+
+Test-only override: CHAOS_THRESHOLD_<NAME>=<value> in the environment replaces the constant NAME
+(same type), e.g. CHAOS_THRESHOLD_FAILOVER_WRITES_GOAL_MS=1 to see pg-failover's write check fail.
+Every override in effect is printed at start and recorded in the report.
+"""
+
+# --- node configuration the goals are derived from (README "Configuration" defaults) ---------------
+REDIS_DEADLINE_MS = 50             # redisDeadlineMs default: a hot-path Redis call never waits longer
+HEARTBEAT_INTERVAL_MS = 1000       # heartbeatIntervalMs default
+
+# --- breaker-storm -----------------------------------------------------------------------------------
+STORM_PROPAGATION_GOAL_MS = 1000   # p99 over nodes × trips: first node seen open → this node seen open
+STORM_POLL_INTERVAL_MS = 20        # GET /v1/breakers/NAME on every node, this often
+STORM_HALF_OPEN_PROBES = 3         # halfOpenPermittedCalls configured; exactly this many probes per round
+STORM_OPEN_WAIT_MS = 1500          # openWaitMs configured
+STORM_CLOSE_SLACK_MS = 2000        # upstream healed → every node closed within openWaitMs + this
+STORM_CYCLES = 3                   # fail → all open → heal → all closed, this many times per run
+STORM_HEALTHY_BEFORE_MS = 1500     # healthy traffic before each failure
+STORM_OPEN_TIMEOUT_MS = 1000       # heal the upstream after this even if not every node is open yet
+                                   #   (< STORM_OPEN_WAIT_MS: healed before the first half-open round)
+STORM_LOAD_RATE = 60               # req/s of each load process (sick node / healthy nodes)
+
+# --- redis-down --------------------------------------------------------------------------------------
+REDIS_DOWN_OUTAGE_MS = 10000       # Redis stopped this long
+REDIS_DOWN_SWITCH_SLACK_MS = 50    # degraded.sinceMs ≤ (Redis stopped answering) + REDIS_DEADLINE_MS + this
+                                   #   (a node notices at its next Redis call; measured from a 2 ms PING loop)
+REDIS_DOWN_ADMIT_FACTOR = 1.10     # admitted while Redis is down ≤ this × (burst + rate × outage / period)
+REDIS_DOWN_POLICY_RATE = 90        # the probed policy: GCRA 90 per 10 s, burst 1 (smooth), one key
+REDIS_DOWN_POLICY_PERIOD_MS = 10000
+REDIS_DOWN_POLICY_BURST = 1
+REDIS_DOWN_PROBE_RATE = 60         # req/s on that key, over all nodes (saturates every local share)
+REDIS_DOWN_RECOVERY_GOAL_MS = 3000 # start-redis ready → degraded empty and breaker agreement on every node
+REDIS_DOWN_AGREE_OPEN_WAIT_MS = 20000  # openWaitMs of the breaker tripped on one node during the outage
+
+# --- pg-failover -------------------------------------------------------------------------------------
+FAILOVER_WRITES_GOAL_MS = 2000     # promote done → first 201 audit acknowledgement
+FAILOVER_KILL_TO_PROMOTE_MS = 1000 # operator reaction time between kill -9 and promote
+FAILOVER_LOAD_RATE = 200
+SPOOL_DRAIN_TIMEOUT_MS = 30000     # after the load: wait this long at most for every spool to be empty
+
+# --- node-crash --------------------------------------------------------------------------------------
+CRASH_LEAVE_GOAL_MS = 3000         # kill -9 → gone from GET /v1/cluster members on every live node
+CRASH_POLICY_RATE = 100            # exact-mode policy: GCRA 100 per 60 s, burst 40, 4 keys
+CRASH_POLICY_PERIOD_MS = 60000
+CRASH_POLICY_BURST = 40
+CRASH_KEYS = 4
+
+# --- redis-hang --------------------------------------------------------------------------------------
+HANG_PAUSE_MS = 5000
+HANG_LATENCY_SLACK_MS = 50         # no request waits longer than REDIS_DEADLINE_MS + this while Redis hangs
+HANG_PROBE_INTERVAL_MS = 5         # pause between two requests of one latency prober (one per node)
+
+# --- replica-lag -------------------------------------------------------------------------------------
+LAG_PAUSE_MS = 6000                # replay paused this long on pg-1
+LAG_STALE_ALLOWED = 0              # read-your-writes reads that miss their own write
+LAG_REUSE_TIMEOUT_MS = 8000        # after resume, the replica must serve reads again within this
+
+# --- pg-down-spool -----------------------------------------------------------------------------------
+PGDOWN_OUTAGE_MS = 10000           # every PostgreSQL server stopped this long
+
+# --- rogue-bus ---------------------------------------------------------------------------------------
+ROGUE_MESSAGES = 10000             # malformed + forged + foreign-cluster + replayed, in equal parts
+
+# --- rolling-restart ---------------------------------------------------------------------------------
+ROLLING_FAILED_ALLOWED = 0         # failed requests to nodes that were up
+
+# --- common ------------------------------------------------------------------------------------------
+BACKGROUND_LOAD_RATE = 150         # req/s of the mixed background load of scenarios that have one
+MEMBERS_RETURN_TIMEOUT_MS = 15000  # a restarted node is seen by every node within this (setup waits)
+
+
+def _load_overrides():
+    import os
+    applied = {}
+    for key, text in os.environ.items():
+        if not key.startswith("CHAOS_THRESHOLD_"):
+            continue
+        name = key[len("CHAOS_THRESHOLD_"):]
+        if name not in globals() or name.startswith("_") or not name.isupper():
+            raise SystemExit(f"chaos/run: {key}: no threshold named {name} in chaos/thresholds.py")
+        current = globals()[name]
+        try:
+            value = type(current)(text)
+        except ValueError:
+            raise SystemExit(f"chaos/run: {key}={text!r} is not a {type(current).__name__}")
+        globals()[name] = value
+        applied[name] = value
+    return applied
+
+
+OVERRIDES = _load_overrides()
+
+
+def snapshot():
+    """Every constant, for the report."""
+    return {k: v for k, v in globals().items() if k.isupper() and k != "OVERRIDES" and isinstance(v, (int, float))}

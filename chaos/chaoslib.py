@@ -444,13 +444,7 @@ class Cluster:
     def fault(self, verb, arg=None, check=True, timeout=120):
         args = [str(CLUSTER_SCRIPTS / "fault"), verb] + ([str(arg)] if arg is not None else []) + ["--dir", str(self.dir)]
         rc, out, err = run_command(args, self.run.artifact("cluster.log"), timeout=timeout)
-        stamps = []
-        for line in out.splitlines():
-            match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (.*)$", line)
-            if match:
-                at = parse_stamp(match.group(1))
-                stamps.append((at, match.group(2)))
-                self.run.event("fault: " + match.group(2), at)
+        stamps = self._stamped_events(out, "fault")
         if rc != 0:
             self.run.event(f"fault {verb} {arg or ''} exit {rc}: {err.strip()[-300:]}")
             if check:
@@ -461,15 +455,20 @@ class Cluster:
         """chaos/pgctl VERB: stop or start every PostgreSQL server (recorded data directories)."""
         args = [str(HERE / "pgctl"), verb, "--dir", str(self.dir)]
         rc, out, err = run_command(args, self.run.artifact("cluster.log"), timeout=120)
+        stamps = self._stamped_events(out, "pgctl")
+        if rc != 0:
+            raise ScenarioError(f"chaos/pgctl {verb} failed (exit {rc}): {err.strip()[-300:]}")
+        return stamps
+
+    def _stamped_events(self, output, source):
+        """The `TIMESTAMP what` lines of a fault script's output, recorded in the run's timeline."""
         stamps = []
-        for line in out.splitlines():
+        for line in output.splitlines():
             match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (.*)$", line)
             if match:
                 at = parse_stamp(match.group(1))
                 stamps.append((at, match.group(2)))
-                self.run.event("pgctl: " + match.group(2), at)
-        if rc != 0:
-            raise ScenarioError(f"chaos/pgctl {verb} failed (exit {rc}): {err.strip()[-300:]}")
+                self.run.event(f"{source}: " + match.group(2), at)
         return stamps
 
     # PostgreSQL, directly (postgres superuser over TCP, trust auth as cluster/up configures)

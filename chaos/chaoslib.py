@@ -337,8 +337,9 @@ class Run:
 class Cluster:
     """A cluster started by cluster/up in its own directory."""
 
-    def __init__(self, run, directory, binary, node_config=None, nodes=3, replicas=2):
+    def __init__(self, run, directory, binary, node_config=None, nodes=3, replicas=2, proxy=False):
         self.run = run
+        self.proxy = proxy
         self.dir = Path(directory)
         self.binary = binary
         self.node_config = node_config
@@ -356,7 +357,7 @@ class Cluster:
         if self.node_config:
             env["CLUSTER_NODE_CONFIG"] = json.dumps(self.node_config)
         args = [str(CLUSTER_SCRIPTS / "up"), "--nodes", str(self.nodes), "--replicas", str(self.replicas),
-                "--dir", str(self.dir), "--bin", self.binary]
+                "--dir", str(self.dir), "--bin", self.binary] + (["--proxy"] if self.proxy else [])
         started = now_ms()
         self.run.event("cluster/up " + (f"CLUSTER_NODE_CONFIG={json.dumps(self.node_config)}" if self.node_config else ""))
         rc, out, err = run_command(args, self.run.artifact("cluster.log"), timeout=timeout, env=env)
@@ -442,7 +443,8 @@ class Cluster:
 
     # faults
     def fault(self, verb, arg=None, check=True, timeout=120):
-        args = [str(CLUSTER_SCRIPTS / "fault"), verb] + ([str(arg)] if arg is not None else []) + ["--dir", str(self.dir)]
+        arguments = [] if arg is None else [str(a) for a in arg] if isinstance(arg, (list, tuple)) else [str(arg)]
+        args = [str(CLUSTER_SCRIPTS / "fault"), verb] + arguments + ["--dir", str(self.dir)]
         rc, out, err = run_command(args, self.run.artifact("cluster.log"), timeout=timeout)
         stamps = self._stamped_events(out, "fault")
         if rc != 0:

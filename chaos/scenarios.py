@@ -24,10 +24,11 @@ from chaoslib import (
 SCENARIOS = {}
 
 
-def scenario(name, summary, node_config=None):
-    """Registers a scenario. node_config(run) → dict merged into every node's config (or None)."""
+def scenario(name, summary, node_config=None, proxy=False):
+    """Registers a scenario. node_config(run) → dict merged into every node's config (or None);
+    proxy: start the cluster with `cluster/up --proxy` (the fault proxy between nodes and servers)."""
     def register(function):
-        SCENARIOS[name] = {"name": name, "summary": summary, "body": function, "node_config": node_config}
+        SCENARIOS[name] = {"name": name, "summary": summary, "body": function, "node_config": node_config, "proxy": proxy}
         return function
     return register
 
@@ -1007,3 +1008,156 @@ def rolling_restart(run, cluster):
     run.check("members-back", len(back) == len(restarts),
               f"restart (stop + start) max {fmt_s(max(r['downMs'] for r in restarts))}, all members back after each: "
               f"{'yes' if len(back) == len(restarts) else 'no'}")
+
+
+# --- 12. slow-network ----------------------------------------------------------------------------
+
+def _slow_network_config(run):
+    return {"redisDeadlineMs": T.SLOW_REDIS_DEADLINE_MS}
+
+
+@scenario("slow-network",
+          "50 ms (± 10) added each way between every node and Redis / PostgreSQL by the fault proxy: the exact "
+          "limits still hold cluster-wide and every caller is bounded by the Redis deadline",
+          node_config=_slow_network_config, proxy=True)
+def slow_network(run, cluster):
+    policy = {"algorithm": "gcra", "limits": [{"rate": T.SLOW_POLICY_RATE, "periodMs": T.SLOW_POLICY_PERIOD_MS,
+                                               "burst": T.SLOW_POLICY_BURST}]}
+    put_policy(cluster, "chaos-slow", policy)
+    put_policy(cluster, "chaos-slow-open", OPEN_POLICY)
+    token = cluster.require(1, "POST", "/v1/tokens", {"subject": "chaos-slow", "policy": "chaos-slow-open"}, admin=True, ok=(201,))
+    secret = token.json["secret"]
+    for i in range(1, cluster.nodes + 1):
+        if not cluster.wait_until(lambda: cluster.call(i, "POST", "/v1/tokens/verify", {"token": secret}).status == 200, 10000, 100):
+            raise ScenarioError(f"node-{i} does not accept the prober's token")
+    duration = round((2000 + T.SLOW_DURATION_MS + 3000) / 1000, 1)
+    limit = Load(run, cluster, "limit", None, duration, 60, 6, "limits=1",
+                 ["--policy", "chaos-slow", "--keys", str(T.SLOW_KEYS), "--keep-config", "--tokens", "1"])
+    probers = [LatencyProber(cluster.url(i), i, secret, "chaos-slow-open") for i in range(1, cluster.nodes + 1)]
+    start_loads(limit)
+    for thread in probers:
+        thread.start()
+    try:
+        sleep_ms(2000)
+        t_slow = stamp_of(cluster.fault("slow-network", [T.SLOW_LATENCY_MS, T.SLOW_JITTER_MS]), "slow-network")
+        sleep_ms(t_slow + T.SLOW_DURATION_MS - now_ms())
+        t_heal = stamp_of(cluster.fault("heal-network"), "heal-network")
+        sleep_ms(2000)
+    finally:
+        for thread in probers:
+            thread.halt.set()
+        for thread in probers:
+            thread.join(10)
+    finish_loads(limit)
+
+    samples = [s for p in probers for s in p.samples]
+    during = [s for s in samples if t_slow <= s[0] and s[0] + s[1] <= t_heal]
+    latencies = [s[1] for s in during]
+    worst = max(latencies) if latencies else None
+    goal = T.SLOW_REDIS_DEADLINE_MS + T.SLOW_LATENCY_SLACK_MS
+    run.numbers.update({"requestsWhileSlow": len(during),
+                        "latencyWhileSlowMs": {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "max": worst}})
+    run.check("latency", worst is not None and worst <= goal and percentile(latencies, 50) >= 2 * T.SLOW_LATENCY_MS - 2 * T.SLOW_JITTER_MS,
+              f"while slow: p50 {fmt_ms(percentile(latencies, 50))} (the proxy adds ≥ {2 * (T.SLOW_LATENCY_MS - T.SLOW_JITTER_MS)} ms), "
+              f"slowest {fmt_ms(worst)} of {len(during)} (goal {goal} ms = deadline {T.SLOW_REDIS_DEADLINE_MS} + {T.SLOW_LATENCY_SLACK_MS})",
+              None if worst is None else round(worst, 1), goal)
+    errors = [s for s in during if s[2] not in (200, 429)]
+    run.check("prober-errors", not errors, f"prober errors {len(errors)}", len(errors), 0,
+              ", ".join(f"{s[3]} {s[2]}" for s in errors[:5]) or None)
+    acks = [a for a in limit.acks if a.get("op") == "limits"]
+    span_ms = max(a["atMs"] for a in acks) - min(a["atMs"] for a in acks) if acks else 0
+    seconds = span_ms / 1000 + 1.0
+    allowance = T.SLOW_POLICY_BURST + T.SLOW_POLICY_RATE * seconds * 1000 / T.SLOW_POLICY_PERIOD_MS
+    per_key = {}
+    for ack in acks:
+        if ack.get("allowed"):
+            per_key[ack["subject"]] = per_key.get(ack["subject"], 0) + 1
+    most = max(per_key.values()) if per_key else 0
+    run.numbers.update({"admittedPerKey": per_key, "allowancePerKey": round(allowance, 1)})
+    run.check("exact-limit", bool(per_key) and most <= allowance,
+              f"admitted per key max {most} (limit {allowance:.0f} = burst {T.SLOW_POLICY_BURST} + {T.SLOW_POLICY_RATE}/"
+              f"{T.SLOW_POLICY_PERIOD_MS // 1000} s over {seconds:.0f} s)", most, round(allowance, 1))
+    check_unexpected(run, [limit], label="failed limit checks")
+
+
+# --- 14. pg-freeze -------------------------------------------------------------------------------
+
+class AuditProber(threading.Thread):
+    """Sequential audit appends to one node, each timed."""
+
+    def __init__(self, url, node):
+        super().__init__(daemon=True)
+        self.client = Http(url, timeout=10)
+        self.node = node
+        self.samples = []  # (start_ms, latency_ms, status, id)
+        self.halt = threading.Event()
+
+    def run(self):
+        n = 0
+        while not self.halt.is_set():
+            n += 1
+            event_id = str(uuid.uuid4())
+            started = now_ms()
+            reply = self.client.call("POST", "/v1/audit", {"id": event_id, "actor": f"prober-{self.node}", "action": "write",
+                                                            "resource": "chaos", "outcome": "ok"}, retry=False)
+            self.samples.append((started, reply.elapsed_ms, reply.status, event_id))
+            self.halt.wait(0.01)
+        self.client.close()
+
+
+def _pg_freeze_config(run):
+    return {"postgres": {"deadlineMs": T.FREEZE_PG_DEADLINE_MS}}
+
+
+@scenario("pg-freeze",
+          "the primary's whole process tree frozen 5 s with the cgroup freezer (a hang, not a crash), then thawed: no "
+          "audit append waits past the PostgreSQL deadline; no acknowledged event is lost or stored twice; nothing "
+          "is promoted", node_config=_pg_freeze_config)
+def pg_freeze(run, cluster):
+    if not os.access("/sys/fs/cgroup/freezer/cgroup.procs", os.W_OK):
+        raise ScenarioSkip("the cgroup freezer is not available here (/sys/fs/cgroup/freezer is missing or read-only)")
+    primary_host = cluster.info["postgres"][0]["host"]
+    duration = round((2000 + T.FREEZE_MS + 3000) / 1000, 1)
+    background = Load(run, cluster, "mixed", None, duration, T.BACKGROUND_LOAD_RATE, 8)
+    probers = [AuditProber(cluster.url(i), i) for i in range(1, cluster.nodes + 1)]
+    start_loads(background)
+    for thread in probers:
+        thread.start()
+    try:
+        sleep_ms(2000)
+        t_freeze = stamp_of(cluster.fault("freeze", 0), "frozen")
+        sleep_ms(t_freeze + T.FREEZE_MS - now_ms())
+        t_thaw = stamp_of(cluster.fault("thaw", 0), "thaw")
+        sleep_ms(3000)
+    finally:
+        for thread in probers:
+            thread.halt.set()
+        for thread in probers:
+            thread.join(15)
+    finish_loads(background)
+
+    samples = [s for p in probers for s in p.samples]
+    during = [s for s in samples if t_freeze - 100 <= s[0] + s[1] and s[0] <= t_thaw]
+    latencies = [s[1] for s in during]
+    worst = max(latencies) if latencies else None
+    goal = T.FREEZE_PG_DEADLINE_MS + T.FREEZE_LATENCY_SLACK_MS
+    buffered = sum(1 for s in during if s[2] == 202)
+    run.numbers.update({"appendsWhileFrozen": len(during), "bufferedWhileFrozen": buffered,
+                        "latencyWhileFrozenMs": {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "max": worst}})
+    run.check("deadline", worst is not None and worst <= goal,
+              f"slowest audit append while frozen {fmt_ms(worst)} of {len(during)} (goal {goal} ms = postgres.deadlineMs "
+              f"{T.FREEZE_PG_DEADLINE_MS} + {T.FREEZE_LATENCY_SLACK_MS}; {buffered} answered 202 buffered)",
+              None if worst is None else round(worst, 1), goal)
+    errors = [s for s in samples if s[2] not in (200, 201, 202)]
+    run.check("appends-acknowledged", not errors, f"audit appends refused {len(errors)}", len(errors), 0,
+              ", ".join(str(s[2]) for s in errors[:5]) or None)
+    wait_spools(run, cluster)
+    prober_acks = [{"op": "audit", "subject": s[3], "status": s[2]} for s in samples]
+    audit_exactly_once(run, cluster, background.acks + prober_acks)
+    views = [cluster.cluster_view(i) for i in range(1, cluster.nodes + 1)]
+    primaries = {(v or {}).get("postgres", {}).get("primary") for v in views}
+    timelines = {h.get("timeline") for v in views for h in (v or {}).get("postgres", {}).get("hosts", []) if h.get("role") == "primary"}
+    run.check("no-promotion", primaries == {primary_host} and timelines <= {1},
+              f"primary after the thaw {'/'.join(sorted(str(p) for p in primaries))} on timeline {'/'.join(str(t) for t in sorted(timelines, key=str))} "
+              f"(expected {primary_host}, timeline 1: the router promotes nothing)", sorted(str(p) for p in primaries), primary_host)
+

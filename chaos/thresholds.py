@@ -69,6 +69,22 @@ ROGUE_MESSAGES = 10000             # malformed + forged + foreign-cluster + repl
 # --- rolling-restart ---------------------------------------------------------------------------------
 ROLLING_FAILED_ALLOWED = 0         # failed requests to nodes that were up
 
+# --- slow-network ------------------------------------------------------------------------------------
+SLOW_LATENCY_MS = 50               # added by the fault proxy each way between nodes and Redis / PostgreSQL
+SLOW_JITTER_MS = 10                # ± this
+SLOW_DURATION_MS = 8000            # the slow network lasts this long
+SLOW_REDIS_DEADLINE_MS = 250       # redisDeadlineMs configured for the run (a 100 ms round trip fits)
+SLOW_LATENCY_SLACK_MS = 50         # no limit check or admit waits longer than SLOW_REDIS_DEADLINE_MS + this
+SLOW_POLICY_RATE = 100             # exact policy: GCRA 100 per 60 s, burst 40, 4 keys
+SLOW_POLICY_PERIOD_MS = 60000
+SLOW_POLICY_BURST = 40
+SLOW_KEYS = 4
+
+# --- pg-freeze ---------------------------------------------------------------------------------------
+FREEZE_MS = 5000                   # the primary's process tree frozen this long
+FREEZE_PG_DEADLINE_MS = 500        # postgres.deadlineMs configured for the run
+FREEZE_LATENCY_SLACK_MS = 150      # no audit append waits longer than FREEZE_PG_DEADLINE_MS + this
+
 # --- common ------------------------------------------------------------------------------------------
 BACKGROUND_LOAD_RATE = 150         # req/s of the mixed background load of scenarios that have one
 MEMBERS_RETURN_TIMEOUT_MS = 15000  # a restarted node is seen by every node within this (setup waits)

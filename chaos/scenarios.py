@@ -1161,3 +1161,100 @@ def pg_freeze(run, cluster):
               f"primary after the thaw {'/'.join(sorted(str(p) for p in primaries))} on timeline {'/'.join(str(t) for t in sorted(timelines, key=str))} "
               f"(expected {primary_host}, timeline 1: the router promotes nothing)", sorted(str(p) for p in primaries), primary_host)
 
+
+# --- 13. clock-skew ------------------------------------------------------------------------------
+
+SKEW_BREAKER = "chaos-skew"
+
+
+@scenario("clock-skew",
+          "node-1 restarted with its wall clock 2 h ahead (libfaketime): it rejoins; the exact limits hold "
+          "cluster-wide; a breaker it trips opens everywhere and lets probes through after openWaitMs on every "
+          "node — every shared decision uses Redis time")
+def clock_skew(run, cluster):
+    if not shutil.which("faketime"):
+        raise ScenarioSkip("faketime is not installed (apt-get install faketime)")
+    cluster.fault("stop-node", 1)
+    cluster.fault("start-node", [1, "--faketime", T.SKEW_FAKETIME])
+    if not cluster.wait_until(lambda: all(len((cluster.cluster_view(i) or {}).get("members", [])) == cluster.nodes
+                                          for i in range(1, cluster.nodes + 1)), 15000, 100):
+        run.check("membership", False, "the skewed node-1 and its peers do not all see 3 members within 15 s", None, cluster.nodes)
+        return
+    skew_ms = (cluster.cluster_view(1) or {}).get("startedAtMs", 0) - now_ms()
+    run.numbers["node1WallClockAheadMs"] = round(skew_ms)
+    run.check("membership", True, f"node-1 {fmt_s(skew_ms)} ahead rejoined: every node sees {cluster.nodes} members",
+              cluster.nodes, cluster.nodes)
+
+    policy = {"algorithm": "gcra", "limits": [{"rate": T.SKEW_POLICY_RATE, "periodMs": T.SKEW_POLICY_PERIOD_MS,
+                                               "burst": T.SKEW_POLICY_BURST}]}
+    put_policy(cluster, "chaos-skew", policy)
+    put_breaker(cluster, SKEW_BREAKER, {"window": {"type": "count", "size": 10}, "minimumCalls": 5,
+                                        "failureRateThreshold": 50, "openWaitMs": T.SKEW_OPEN_WAIT_MS,
+                                        "halfOpenPermittedCalls": 1, "sharing": "any"})
+    limit = Load(run, cluster, "limit", None, 10.0, 60, 6, "limits=1",
+                 ["--policy", "chaos-skew", "--keys", str(T.SKEW_KEYS), "--keep-config", "--tokens", "1"])
+    start_loads(limit)
+    try:
+        sleep_ms(1000)
+        # node-1 (2 h ahead) sees its upstream fail and trips the shared breaker.
+        client = Http(cluster.url(1), timeout=5)
+        t_trip = None
+        for _ in range(20):
+            reply = client.call("POST", f"/v1/breakers/{SKEW_BREAKER}/acquire", retry=False)
+            if reply.status != 200:
+                t_trip = now_ms()
+                break
+            client.call("POST", f"/v1/breakers/{SKEW_BREAKER}/record",
+                        {"permit": reply.json["permit"], "outcome": "failure", "durationMs": 1}, retry=False)
+        client.close()
+        if t_trip is None:
+            run.check("trip", False, "node-1's breaker did not open after 20 failures", None, None)
+            finish_loads(limit)
+            return
+        # Every node open quickly; then every node lets a probe through after openWaitMs (Redis time), not 2 h.
+        opened = {}
+        probe = {}
+        deadline = t_trip + T.SKEW_OPEN_WAIT_MS + T.SKEW_OPEN_SLACK_MS + 2000
+        while now_ms() < deadline and len(probe) < cluster.nodes:
+            for i in range(1, cluster.nodes + 1):
+                if i not in opened:
+                    state = (cluster.call(i, "GET", f"/v1/breakers/{SKEW_BREAKER}").json or {}).get("state")
+                    if state in ("open", "half_open"):
+                        opened[i] = now_ms() - t_trip
+                elif i not in probe and now_ms() - t_trip >= T.SKEW_OPEN_WAIT_MS:
+                    reply = cluster.call(i, "POST", f"/v1/breakers/{SKEW_BREAKER}/acquire")
+                    if reply.status == 200:
+                        probe[i] = now_ms() - t_trip
+                        cluster.call(i, "POST", f"/v1/breakers/{SKEW_BREAKER}/record",
+                                     {"permit": reply.json["permit"], "outcome": "ignored", "durationMs": 1})
+            sleep_ms(20)
+    finally:
+        finish_loads(limit)
+    slowest_open = max(opened.values()) if len(opened) == cluster.nodes else None
+    run.numbers.update({"openedMsByNode": {f"node-{k}": round(v) for k, v in opened.items()},
+                        "probeMsByNode": {f"node-{k}": round(v) for k, v in probe.items()}})
+    run.check("propagation", slowest_open is not None and slowest_open <= T.SKEW_PROPAGATION_GOAL_MS,
+              f"node-1's trip open on {len(opened)}/{cluster.nodes} nodes, slowest {fmt_ms(slowest_open)} "
+              f"(goal {T.SKEW_PROPAGATION_GOAL_MS} ms)", None if slowest_open is None else round(slowest_open),
+              T.SKEW_PROPAGATION_GOAL_MS)
+    latest_probe = max(probe.values()) if len(probe) == cluster.nodes else None
+    goal = T.SKEW_OPEN_WAIT_MS + T.SKEW_OPEN_SLACK_MS
+    run.check("open-wait", latest_probe is not None and latest_probe <= goal,
+              f"a probe let through on {len(probe)}/{cluster.nodes} nodes, last {fmt_ms(latest_probe)} after the trip "
+              f"(goal openWaitMs {T.SKEW_OPEN_WAIT_MS} + {T.SKEW_OPEN_SLACK_MS}; a skewed clock would mean 2 h)",
+              None if latest_probe is None else round(latest_probe), goal)
+    acks = [a for a in limit.acks if a.get("op") == "limits"]
+    span_ms = max(a["atMs"] for a in acks) - min(a["atMs"] for a in acks) if acks else 0
+    seconds = span_ms / 1000 + 1.0
+    allowance = T.SKEW_POLICY_BURST + T.SKEW_POLICY_RATE * seconds * 1000 / T.SKEW_POLICY_PERIOD_MS
+    per_key = {}
+    for ack in acks:
+        if ack.get("allowed"):
+            per_key[ack["subject"]] = per_key.get(ack["subject"], 0) + 1
+    most = max(per_key.values()) if per_key else 0
+    run.numbers.update({"admittedPerKey": per_key, "allowancePerKey": round(allowance, 1)})
+    run.check("exact-limit", bool(per_key) and most <= allowance,
+              f"admitted per key max {most} (limit {allowance:.0f} = burst {T.SKEW_POLICY_BURST} + {T.SKEW_POLICY_RATE}/"
+              f"{T.SKEW_POLICY_PERIOD_MS // 1000} s over {seconds:.0f} s, node-1 included)", most, round(allowance, 1))
+    check_unexpected(run, [limit], label="failed limit checks")
+

@@ -80,6 +80,16 @@ SLOW_POLICY_PERIOD_MS = 60000
 SLOW_POLICY_BURST = 40
 SLOW_KEYS = 4
 
+# --- clock-skew --------------------------------------------------------------------------------------
+SKEW_FAKETIME = "+2h"              # node-1's wall clock runs this far ahead (libfaketime; monotonic clock untouched)
+SKEW_OPEN_WAIT_MS = 1500           # openWaitMs of the breaker node-1 trips
+SKEW_OPEN_SLACK_MS = 1500          # every node lets a probe through within openWaitMs + this of the trip
+SKEW_PROPAGATION_GOAL_MS = 1000    # node-1's trip seen open on every node within this
+SKEW_POLICY_RATE = 100             # exact policy: GCRA 100 per 60 s, burst 40, 4 keys (traffic through all nodes)
+SKEW_POLICY_PERIOD_MS = 60000
+SKEW_POLICY_BURST = 40
+SKEW_KEYS = 4
+
 # --- pg-freeze ---------------------------------------------------------------------------------------
 FREEZE_MS = 5000                   # the primary's process tree frozen this long
 FREEZE_PG_DEADLINE_MS = 500        # postgres.deadlineMs configured for the run

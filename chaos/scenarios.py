@@ -1258,3 +1258,65 @@ def clock_skew(run, cluster):
               f"{T.SKEW_POLICY_PERIOD_MS // 1000} s over {seconds:.0f} s, node-1 included)", most, round(allowance, 1))
     check_unexpected(run, [limit], label="failed limit checks")
 
+
+# --- 5. sick-node --------------------------------------------------------------------------------
+
+SICK_BREAKER = "chaos-sick"
+
+
+@scenario("sick-node",
+          "only node-1 sees its upstream fail, with breaker sharing quorum(2): node-1 opens, nodes 2 and 3 stay "
+          "closed (one sick node does not cut the healthy ones off)")
+def sick_node(run, cluster):
+    sharing = "any" if run.broken("sick-any") else f"quorum({T.SICK_QUORUM})"
+    put_breaker(cluster, SICK_BREAKER, {"window": {"type": "count", "size": 10}, "minimumCalls": 5,
+                                        "failureRateThreshold": 50, "openWaitMs": 30000,
+                                        "halfOpenPermittedCalls": 1, "sharing": sharing})
+    background = Load(run, cluster, "mixed", [2, 3], 8.0, 60, 4)
+    start_loads(background)
+    healthy = [Http(cluster.url(i), timeout=5) for i in (2, 3)]
+    sick = Http(cluster.url(1), timeout=5)
+    try:
+        # Healthy traffic everywhere first, so every node has the breaker and a window of successes.
+        for client in [sick] + healthy:
+            for _ in range(5):
+                reply = client.call("POST", f"/v1/breakers/{SICK_BREAKER}/acquire", retry=False)
+                if reply.status == 200:
+                    client.call("POST", f"/v1/breakers/{SICK_BREAKER}/record",
+                                {"permit": reply.json["permit"], "outcome": "success", "durationMs": 1}, retry=False)
+        t_trip = None
+        for _ in range(20):
+            reply = sick.call("POST", f"/v1/breakers/{SICK_BREAKER}/acquire", retry=False)
+            if reply.status != 200:
+                t_trip = now_ms()
+                break
+            sick.call("POST", f"/v1/breakers/{SICK_BREAKER}/record",
+                      {"permit": reply.json["permit"], "outcome": "failure", "durationMs": 1}, retry=False)
+        states = {2: set(), 3: set()}
+        refused = {2: 0, 3: 0}
+        until = now_ms() + T.SICK_OBSERVE_MS
+        while t_trip is not None and now_ms() < until:
+            for node, client in zip((2, 3), healthy):
+                states[node].add((client.call("GET", f"/v1/breakers/{SICK_BREAKER}").json or {}).get("state"))
+                reply = client.call("POST", f"/v1/breakers/{SICK_BREAKER}/acquire", retry=False)
+                if reply.status == 200:
+                    client.call("POST", f"/v1/breakers/{SICK_BREAKER}/record",
+                                {"permit": reply.json["permit"], "outcome": "success", "durationMs": 1}, retry=False)
+                else:
+                    refused[node] += 1
+            sleep_ms(20)
+    finally:
+        for client in healthy + [sick]:
+            client.close()
+        finish_loads(background)
+    run.check("sick-open", t_trip is not None, "node-1 opened on its own failures" if t_trip else
+              "node-1 did not open after 20 failures", t_trip is not None, True)
+    stayed = all(states[n] == {"closed"} for n in (2, 3)) and not any(refused.values())
+    run.numbers.update({"statesSeen": {f"node-{n}": sorted(str(s) for s in states[n]) for n in (2, 3)},
+                        "refusedOnHealthy": {f"node-{n}": refused[n] for n in (2, 3)}})
+    run.check("healthy-closed", t_trip is not None and stayed,
+              f"nodes 2 and 3 (sharing {sharing}) stayed closed for {fmt_s(T.SICK_OBSERVE_MS)}: states seen "
+              + ", ".join(f"node-{n} {'/'.join(sorted(str(s) for s in states[n]))}" for n in (2, 3))
+              + f", calls refused {refused[2] + refused[3]}", refused[2] + refused[3], 0)
+    check_unexpected(run, [background], label="failed requests")
+

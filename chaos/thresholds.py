@@ -80,6 +80,10 @@ SLOW_POLICY_PERIOD_MS = 60000
 SLOW_POLICY_BURST = 40
 SLOW_KEYS = 4
 
+# --- sick-node ---------------------------------------------------------------------------------------
+SICK_QUORUM = 2                    # breaker sharing quorum(2): one sick node must not open the others
+SICK_OBSERVE_MS = 4000             # after node-1 trips, nodes 2 and 3 are watched this long (every 20 ms)
+
 # --- clock-skew --------------------------------------------------------------------------------------
 SKEW_FAKETIME = "+2h"              # node-1's wall clock runs this far ahead (libfaketime; monotonic clock untouched)
 SKEW_OPEN_WAIT_MS = 1500           # openWaitMs of the breaker node-1 trips

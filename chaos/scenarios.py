@@ -94,6 +94,22 @@ def check_unexpected(run, loads, nodes=None, label="unexpected answers"):
                      describe_unexpected(bad))
 
 
+def check_exact_limit(run, acks, burst, rate, period_ms, note=""):
+    """Cluster-wide admissions per key ≤ burst + rate × run time / period (GCRA in exact mode)."""
+    span_ms = max(a["atMs"] for a in acks) - min(a["atMs"] for a in acks) if acks else 0
+    seconds = span_ms / 1000 + 1.0  # + 1 s: a decision precedes its acknowledgement
+    allowance = burst + rate * seconds * 1000 / period_ms
+    per_key = {}
+    for ack in acks:
+        if ack.get("allowed"):
+            per_key[ack["subject"]] = per_key.get(ack["subject"], 0) + 1
+    most = max(per_key.values()) if per_key else 0
+    run.numbers.update({"admittedPerKey": per_key, "allowancePerKey": round(allowance, 1)})
+    run.check("exact-limit", bool(per_key) and most <= allowance,
+              f"admitted per key max {most} (limit {allowance:.0f} = burst {burst} + {rate}/"
+              f"{period_ms // 1000} s over {seconds:.0f} s{note})", most, round(allowance, 1))
+
+
 def audit_exactly_once(run, cluster, acks, read_node=1, what="acknowledged audit events"):
     """Every acknowledged (200/201/202) audit id stored exactly once; returns the stored events."""
     acked = {a["subject"] for a in acks if a.get("op") == "audit" and a.get("status") in (200, 201, 202)}
@@ -512,19 +528,7 @@ def node_crash(run, cluster):
     run.check("membership", worst is not None and worst <= T.CRASH_LEAVE_GOAL_MS,
               f"left membership after {fmt_s(worst) if worst is not None else 'never'} (goal {fmt_s(T.CRASH_LEAVE_GOAL_MS)})",
               None if worst is None else round(worst), T.CRASH_LEAVE_GOAL_MS)
-    acks = [a for a in limit.acks if a.get("op") == "limits"] + victim_acks
-    span_ms = max(a["atMs"] for a in acks) - min(a["atMs"] for a in acks) if acks else 0
-    seconds = span_ms / 1000 + 1.0  # + 1 s: a decision precedes its acknowledgement
-    allowance = T.CRASH_POLICY_BURST + T.CRASH_POLICY_RATE * seconds * 1000 / T.CRASH_POLICY_PERIOD_MS
-    per_key = {}
-    for ack in acks:
-        if ack.get("allowed"):
-            per_key[ack["subject"]] = per_key.get(ack["subject"], 0) + 1
-    most = max(per_key.values()) if per_key else 0
-    run.numbers.update({"admittedPerKey": per_key, "allowancePerKey": round(allowance, 1)})
-    run.check("exact-limit", bool(per_key) and most <= allowance,
-              f"admitted per key max {most} (limit {allowance:.0f} = burst {T.CRASH_POLICY_BURST} + {T.CRASH_POLICY_RATE}/"
-              f"{T.CRASH_POLICY_PERIOD_MS // 1000} s over {seconds:.0f} s)", most, round(allowance, 1))
+    check_exact_limit(run, [a for a in limit.acks if a.get("op") == "limits"] + victim_acks, T.CRASH_POLICY_BURST, T.CRASH_POLICY_RATE, T.CRASH_POLICY_PERIOD_MS)
 
 
 # --- 5. redis-hang -------------------------------------------------------------------------------
@@ -1064,19 +1068,7 @@ def slow_network(run, cluster):
     errors = [s for s in during if s[2] not in (200, 429)]
     run.check("prober-errors", not errors, f"prober errors {len(errors)}", len(errors), 0,
               ", ".join(f"{s[3]} {s[2]}" for s in errors[:5]) or None)
-    acks = [a for a in limit.acks if a.get("op") == "limits"]
-    span_ms = max(a["atMs"] for a in acks) - min(a["atMs"] for a in acks) if acks else 0
-    seconds = span_ms / 1000 + 1.0
-    allowance = T.SLOW_POLICY_BURST + T.SLOW_POLICY_RATE * seconds * 1000 / T.SLOW_POLICY_PERIOD_MS
-    per_key = {}
-    for ack in acks:
-        if ack.get("allowed"):
-            per_key[ack["subject"]] = per_key.get(ack["subject"], 0) + 1
-    most = max(per_key.values()) if per_key else 0
-    run.numbers.update({"admittedPerKey": per_key, "allowancePerKey": round(allowance, 1)})
-    run.check("exact-limit", bool(per_key) and most <= allowance,
-              f"admitted per key max {most} (limit {allowance:.0f} = burst {T.SLOW_POLICY_BURST} + {T.SLOW_POLICY_RATE}/"
-              f"{T.SLOW_POLICY_PERIOD_MS // 1000} s over {seconds:.0f} s)", most, round(allowance, 1))
+    check_exact_limit(run, [a for a in limit.acks if a.get("op") == "limits"], T.SLOW_POLICY_BURST, T.SLOW_POLICY_RATE, T.SLOW_POLICY_PERIOD_MS)
     check_unexpected(run, [limit], label="failed limit checks")
 
 
@@ -1243,19 +1235,7 @@ def clock_skew(run, cluster):
               f"a probe let through on {len(probe)}/{cluster.nodes} nodes, last {fmt_ms(latest_probe)} after the trip "
               f"(goal openWaitMs {T.SKEW_OPEN_WAIT_MS} + {T.SKEW_OPEN_SLACK_MS}; a skewed clock would mean 2 h)",
               None if latest_probe is None else round(latest_probe), goal)
-    acks = [a for a in limit.acks if a.get("op") == "limits"]
-    span_ms = max(a["atMs"] for a in acks) - min(a["atMs"] for a in acks) if acks else 0
-    seconds = span_ms / 1000 + 1.0
-    allowance = T.SKEW_POLICY_BURST + T.SKEW_POLICY_RATE * seconds * 1000 / T.SKEW_POLICY_PERIOD_MS
-    per_key = {}
-    for ack in acks:
-        if ack.get("allowed"):
-            per_key[ack["subject"]] = per_key.get(ack["subject"], 0) + 1
-    most = max(per_key.values()) if per_key else 0
-    run.numbers.update({"admittedPerKey": per_key, "allowancePerKey": round(allowance, 1)})
-    run.check("exact-limit", bool(per_key) and most <= allowance,
-              f"admitted per key max {most} (limit {allowance:.0f} = burst {T.SKEW_POLICY_BURST} + {T.SKEW_POLICY_RATE}/"
-              f"{T.SKEW_POLICY_PERIOD_MS // 1000} s over {seconds:.0f} s, node-1 included)", most, round(allowance, 1))
+    check_exact_limit(run, [a for a in limit.acks if a.get("op") == "limits"], T.SKEW_POLICY_BURST, T.SKEW_POLICY_RATE, T.SKEW_POLICY_PERIOD_MS, ', node-1 included')
     check_unexpected(run, [limit], label="failed limit checks")
 
 

@@ -110,6 +110,27 @@ struct ProcessTests {
         #expect(missingSubject.status != 0)
         #expect(missingSubject.stderr.contains("--subject"), "\(missingSubject.stderr)")
 
+        // coordinator load and coordinator proxy refuse bad flags before doing anything.
+        for (arguments, needle) in [
+            (["load", "--nodes", "not-a-url"], "--nodes"),
+            (["load", "--nodes", "http://127.0.0.1:1", "--mix", "admit=x"], "--mix"),
+            (["load", "--nodes", "http://127.0.0.1:1", "--failure-schedule", "5:2"], "--failure-schedule"),
+            (["load", "--nodes", "http://127.0.0.1:1", "--connections", "0"], "--connections"),
+            (["proxy"], "--route"),
+            (["proxy", "--route", "redis=127.0.0.1:1"], "--route"),
+            (["proxy", "--route", "a=127.0.0.1:0=127.0.0.1:1", "--route", "a=127.0.0.1:0=127.0.0.1:2"], "twice"),
+            (["proxy", "--route", "a=127.0.0.1:0=127.0.0.1:1", "--control", "nowhere"], "--control"),
+        ] {
+            let refused = try runCoordinator(arguments)
+            #expect(refused.status != 0, "\(arguments)")
+            #expect(refused.stderr.contains(needle), "\(arguments): \(refused.stderr)")
+        }
+        // Setup needs the admin token, and a node that does not answer is named.
+        let noAdmin = try runCoordinator(["load", "--nodes", "http://127.0.0.1:1", "--duration", "1"])
+        #expect(noAdmin.status != 0 && noAdmin.stderr.contains("admin token"), "\(noAdmin.stderr)")
+        let deadNode = try runCoordinator(["load", "--nodes", "http://127.0.0.1:1", "--duration", "1", "--admin-token", "x"])
+        #expect(deadNode.status != 0 && deadNode.stderr.contains("127.0.0.1:1"), "\(deadNode.stderr)")
+
         let version = try runCoordinator(["version"])
         #expect(version.status == 0 && version.stdout.contains(CoordinatorVersion.string))
     }

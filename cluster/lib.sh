@@ -408,12 +408,29 @@ node_start() {
     record "NODE_${i}_PID" "${child:-$wrapper}"
 }
 
+# exit_status_of PID: sets EXIT_STATUS to " with status N" / " on signal NAME" for a child of this
+# shell that ended (and reaps it), to nothing for anything else. Not in a subshell: only the parent
+# can wait.
+exit_status_of() {
+    local rc=0
+    EXIT_STATUS=""
+    [[ -n ${1:-} ]] || return 0
+    wait "$1" 2>/dev/null || rc=$?
+    if (( rc == 127 )); then return 0  # not a child of this shell
+    elif (( rc > 128 && rc < 128 + 65 )); then EXIT_STATUS=" on signal SIG$(kill -l $(( rc - 128 )) 2>/dev/null || echo $(( rc - 128 )))"
+    else EXIT_STATUS=" with status $rc"; fi
+}
+
 # node_wait_ready I [SECONDS]: until GET /readyz answers 200; fails at once if the process exits.
 node_wait_ready() {
     local i=$1 url; url="$(node_url "$i")/readyz"
     for _ in $(seq 1 $(( ${2:-$TIMEOUT} * 10 ))); do
         [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" 2>/dev/null) == 200 ]] && return 0
-        node_running "$i" || { log "node-$i (pid $(var "NODE_${i}_PID")) exited"; return 1; }
+        if ! node_running "$i"; then
+            exit_status_of "$(var "NODE_${i}_PID")"
+            log "node-$i (pid $(var "NODE_${i}_PID")) exited$EXIT_STATUS"
+            return 1
+        fi
         sleep 0.1
     done
     log "node-$i not ready after ${2:-$TIMEOUT}s ($url)"

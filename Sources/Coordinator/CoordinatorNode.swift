@@ -801,7 +801,12 @@ public actor CoordinatorNode {
         evictToken(id: id)
         // A shared store has it from the revoking node (a revocation that stopped between Redis and
         // the store is finished by the next lookup of the token).
-        if !storeIsShared { _ = try? await store.revokeToken(id: id, at: clock.wallMilliseconds()) }
+        if !storeIsShared {
+            _ = try? await store.revokeToken(id: id, at: clock.wallMilliseconds())
+            // A verification that read the store (not yet revoked) while the write was suspended
+            // may have cached the token again: evict once more now that the store has it.
+            evictToken(id: id)
+        }
     }
 
     /// Brings this node in line with the cluster's shared state in Redis: policies and breaker

@@ -78,6 +78,9 @@ struct Serve: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // A peer that closes a socket must make a write fail with EPIPE, never kill the node
+        // silently: the C clients' threads already block SIGPIPE; this covers every other thread.
+        signal(SIGPIPE, SIG_IGN)
         let configuration = try node.load(host: host, port: port)
         let logger = makeLogger(level: configuration.logLevel)
         let registry = PrometheusCollectorRegistry()
@@ -110,7 +113,13 @@ struct Serve: AsyncParsableCommand {
                 logger: logger
             )
         )
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            logger.critical("node stopped by an error", metadata: ["error": "\(error)"])
+            throw error
+        }
+        logger.notice("node stopped")
     }
 }
 

@@ -50,6 +50,30 @@ struct ClusterBusTests {
         for node in [a, b] { await node.shutdown() }
     }
 
+    @Test("a verification racing a revocation's store write does not re-cache the revoked token")
+    func revocationRacingAVerification() async throws {
+        let cluster = TestEnvironment.uniqueName("c")
+        let gate = RevocationGate()
+        let a = try await ClusterTestSupport.node(cluster: cluster, nodeID: "a")
+        let b = try await ClusterTestSupport.node(cluster: cluster, nodeID: "b", wrapStore: { GatedRevocationStore(base: $0, gate: gate) })
+        let services = ClusterTestSupport.runServices([a, b])
+        defer { services.cancel() }
+
+        let created = try await a.createToken(subject: "svc", policy: nil, ttlSeconds: 3600)
+        #expect(try await b.verifyToken(created.secret) == .valid(created.token))
+        await gate.close()
+        _ = try await a.revokeToken(id: created.token.id)
+        // b heard the revocation, evicted its cache entry and is now writing it to its store (held).
+        #expect(try await ClusterTestSupport.eventually { await gate.waiting > 0 })
+        // A verification in that window reads the store before the write: valid, and cached.
+        #expect(try await b.verifyToken(created.secret) == .valid(created.token))
+        await gate.open()
+        #expect(try await ClusterTestSupport.eventually { try await b.verifyToken(created.secret) == .invalid(.revoked) },
+                "the entry cached during the write is dropped once the store has the revocation")
+        services.cancel()
+        for node in [a, b] { await node.shutdown() }
+    }
+
     @Test("malformed, forged, foreign-cluster and replayed messages are dropped, counted, and change nothing")
     func rogueMessages() async throws {
         let cluster = TestEnvironment.uniqueName("c")
@@ -95,4 +119,47 @@ struct ClusterBusTests {
         service.cancel()
         await b.shutdown()
     }
+}
+
+/// Holds `revokeToken` calls while closed.
+private actor RevocationGate {
+    private var closed = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+    var waiting: Int { waiters.count }
+
+    func close() { closed = true }
+    func open() {
+        closed = false
+        for waiter in waiters { waiter.resume() }
+        waiters = []
+    }
+    func pass() async {
+        guard closed else { return }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+}
+
+/// A real store whose token revocations wait at a gate; everything else goes straight through.
+private struct GatedRevocationStore: CoordinatorStore {
+    let base: any CoordinatorStore
+    let gate: RevocationGate
+
+    func revokeToken(id: String, at: Int64) async throws -> TokenRecord? {
+        await gate.pass()
+        return try await base.revokeToken(id: id, at: at)
+    }
+    func insertToken(_ token: TokenRecord) async throws { try await base.insertToken(token) }
+    func token(secretHash: [UInt8]) async throws -> TokenRecord? { try await base.token(secretHash: secretHash) }
+    func token(id: String) async throws -> TokenRecord? { try await base.token(id: id) }
+    func tokens() async throws -> [TokenRecord] { try await base.tokens() }
+    func putDocument(kind: DocumentKind, name: String, json: String, updatedAt: Int64) async throws {
+        try await base.putDocument(kind: kind, name: name, json: json, updatedAt: updatedAt)
+    }
+    func documents(kind: DocumentKind) async throws -> [StoredDocument] { try await base.documents(kind: kind) }
+    func deleteDocument(kind: DocumentKind, name: String) async throws -> Bool { try await base.deleteDocument(kind: kind, name: name) }
+    func setting(_ key: String) async throws -> String? { try await base.setting(key) }
+    func setSetting(_ key: String, value: String) async throws { try await base.setSetting(key, value: value) }
+    func appendAudit(_ event: AuditEventInput) async throws -> AuditAppendResult { try await base.appendAudit(event) }
+    func auditEvents(after: Int64, limit: Int) async throws -> [AuditEvent] { try await base.auditEvents(after: after, limit: limit) }
+    func close() async throws { try await base.close() }
 }

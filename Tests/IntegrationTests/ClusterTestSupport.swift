@@ -11,7 +11,8 @@ enum ClusterTestSupport {
     /// loaded CI machine must not look like a lost Redis (a killed server is noticed by its error).
     static func node(
         redisURL: String? = nil, cluster: String, nodeID: String, directory: String? = nil, sharing: BreakerSharing = .any,
-        heartbeatMs: Int64 = 200, policies: [String: LimitPolicy] = [:]
+        heartbeatMs: Int64 = 200, policies: [String: LimitPolicy] = [:],
+        wrapStore: (@Sendable (any CoordinatorStore) -> any CoordinatorStore)? = nil
     ) async throws -> CoordinatorNode {
         var configuration = NodeConfiguration()
         configuration.dataDirectory = directory ?? NSTemporaryDirectory() + "coordinator-cluster-\(UUID().uuidString)"
@@ -26,7 +27,14 @@ enum ClusterTestSupport {
         configuration.policies = policies.merging(["default": .pilotDefault]) { $1 }
         var logger = Logger(label: "cluster-test")
         logger.logLevel = .critical
-        return try await CoordinatorNode.start(configuration: configuration, logger: logger).node
+        guard let wrapStore else {
+            return try await CoordinatorNode.start(configuration: configuration, logger: logger).node
+        }
+        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        let store = try await SQLiteStore.open(path: configuration.databasePath, synchronous: .normal)
+        return try await CoordinatorNode.start(
+            configuration: configuration, store: wrapStore(store), storeKind: "sqlite", storeDetail: configuration.databasePath, logger: logger
+        ).node
     }
 
     /// Runs every node's `ClusterService` (heartbeat, reconciliation, bus) until the task is cancelled.

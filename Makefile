@@ -4,7 +4,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 RUN_CONFIG ?= release
 # Debian packages the build, the tests and the benchmarks need.
-PACKAGES := libhiredis-dev libpq-dev libsqlite3-dev pkg-config redis-server postgresql-15 wrk curl jq python3 python3-yaml procps iproute2 faketime
+PACKAGES := libhiredis-dev libpq-dev libsqlite3-dev pkg-config redis-server postgresql-15 wrk curl jq python3 python3-yaml procps iproute2 iptables faketime
 TESTENV_DIR ?= $(CURDIR)/.testenv
 ARGS ?=
 

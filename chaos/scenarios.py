@@ -5,6 +5,7 @@ ScenarioSkip when the machine forbids its mechanism (→ SKIP).
 """
 
 import base64
+import email.utils
 import hashlib
 import hmac
 import json
@@ -94,7 +95,7 @@ def check_unexpected(run, loads, nodes=None, label="unexpected answers"):
                      describe_unexpected(bad))
 
 
-def check_exact_limit(run, acks, burst, rate, period_ms, note=""):
+def check_exact_limit(run, acks, burst, rate, period_ms, note="", key="exact-limit"):
     """Cluster-wide admissions per key ≤ burst + rate × run time / period (GCRA in exact mode)."""
     span_ms = max(a["atMs"] for a in acks) - min(a["atMs"] for a in acks) if acks else 0
     seconds = span_ms / 1000 + 1.0  # + 1 s: a decision precedes its acknowledgement
@@ -104,8 +105,9 @@ def check_exact_limit(run, acks, burst, rate, period_ms, note=""):
         if ack.get("allowed"):
             per_key[ack["subject"]] = per_key.get(ack["subject"], 0) + 1
     most = max(per_key.values()) if per_key else 0
-    run.numbers.update({"admittedPerKey": per_key, "allowancePerKey": round(allowance, 1)})
-    run.check("exact-limit", bool(per_key) and most <= allowance,
+    run.numbers.update({f"{key}:admittedPerKey": per_key, f"{key}:allowancePerKey": round(allowance, 1)}
+                       if key != "exact-limit" else {"admittedPerKey": per_key, "allowancePerKey": round(allowance, 1)})
+    run.check(key, bool(per_key) and most <= allowance,
               f"admitted per key max {most} (limit {allowance:.0f} = burst {burst} + {rate}/"
               f"{period_ms // 1000} s over {seconds:.0f} s{note})", most, round(allowance, 1))
 
@@ -1017,6 +1019,12 @@ def rolling_restart(run, cluster):
 # --- 12. slow-network ----------------------------------------------------------------------------
 
 def _slow_network_config(run):
+    # Deliberate breaks: a deadline that does not bound (the network is made slower than the goal),
+    # or one every call misses with admission allowed meanwhile (the limit is not held).
+    if run.broken("slow-no-deadline"):
+        return {"redisDeadlineMs": 5000}
+    if run.broken("slow-allow"):
+        return {"redisDeadlineMs": 20, "onSharedStateLoss": "allow"}
     return {"redisDeadlineMs": T.SLOW_REDIS_DEADLINE_MS}
 
 
@@ -1043,7 +1051,8 @@ def slow_network(run, cluster):
         thread.start()
     try:
         sleep_ms(2000)
-        t_slow = stamp_of(cluster.fault("slow-network", [T.SLOW_LATENCY_MS, T.SLOW_JITTER_MS]), "slow-network")
+        latency = 4 * T.SLOW_LATENCY_MS if run.broken("slow-no-deadline") else T.SLOW_LATENCY_MS
+        t_slow = stamp_of(cluster.fault("slow-network", [latency, T.SLOW_JITTER_MS]), "slow-network")
         sleep_ms(t_slow + T.SLOW_DURATION_MS - now_ms())
         t_heal = stamp_of(cluster.fault("heal-network"), "heal-network")
         sleep_ms(2000)
@@ -1098,7 +1107,8 @@ class AuditProber(threading.Thread):
 
 
 def _pg_freeze_config(run):
-    return {"postgres": {"deadlineMs": T.FREEZE_PG_DEADLINE_MS}}
+    # Deliberate break: a PostgreSQL deadline longer than the freeze (callers wait it out).
+    return {"postgres": {"deadlineMs": 30000 if run.broken("freeze-no-deadline") else T.FREEZE_PG_DEADLINE_MS}}
 
 
 @scenario("pg-freeze",
@@ -1160,83 +1170,260 @@ SKEW_BREAKER = "chaos-skew"
 
 
 @scenario("clock-skew",
-          "node-1 restarted with its wall clock 2 h ahead (libfaketime): it rejoins; the exact limits hold "
-          "cluster-wide; a breaker it trips opens everywhere and lets probes through after openWaitMs on every "
-          "node — every shared decision uses Redis time")
+          "node-1 restarted under libfaketime, first with its wall clock 2 h ahead, then running 10× fast: each time it "
+          "rejoins; the exact limits hold cluster-wide; a breaker it trips opens everywhere and lets probes through "
+          "after openWaitMs on every node — every shared decision uses Redis time")
 def clock_skew(run, cluster):
     if not shutil.which("faketime"):
         raise ScenarioSkip("faketime is not installed (apt-get install faketime)")
+    for phase, spec in enumerate((T.SKEW_FAKETIME, T.SKEW_RATE_FAKETIME), start=1):
+        if not _clock_skew_phase(run, cluster, phase, spec):
+            return
+
+
+def _node_clock_ms(cluster, i):
+    """Node i's wall clock per its HTTP Date header (1 s resolution), and the real time it was read."""
+    reply = cluster.call(i, "GET", "/healthz")
+    date = reply.headers.get("date") if reply.status and reply.headers else None
+    if not date:
+        return None, now_ms()
+    return email.utils.parsedate_to_datetime(date).timestamp() * 1000, now_ms()
+
+
+def _clock_skew_phase(run, cluster, phase, spec):
+    tag = f"[{spec}] "
     cluster.fault("stop-node", 1)
-    cluster.fault("start-node", [1, "--faketime", T.SKEW_FAKETIME])
+    cluster.fault("start-node", [1, "--faketime", spec])
     if not cluster.wait_until(lambda: all(len((cluster.cluster_view(i) or {}).get("members", [])) == cluster.nodes
                                           for i in range(1, cluster.nodes + 1)), 15000, 100):
-        run.check("membership", False, "the skewed node-1 and its peers do not all see 3 members within 15 s", None, cluster.nodes)
-        return
-    skew_ms = (cluster.cluster_view(1) or {}).get("startedAtMs", 0) - now_ms()
-    run.numbers["node1WallClockAheadMs"] = round(skew_ms)
-    run.check("membership", True, f"node-1 {fmt_s(skew_ms)} ahead rejoined: every node sees {cluster.nodes} members",
-              cluster.nodes, cluster.nodes)
+        run.check(f"membership-{phase}", False, f"{tag}the skewed node-1 and its peers do not all see 3 members within 15 s",
+                  None, cluster.nodes)
+        return False
+    # How node-1's wall clock runs: its offset now, and its rate over SKEW_RATE_SAMPLE_MS.
+    first, real_first = _node_clock_ms(cluster, 1)
+    sleep_ms(T.SKEW_RATE_SAMPLE_MS)
+    second, real_second = _node_clock_ms(cluster, 1)
+    ahead = None if first is None else first - real_first
+    rate = None if first is None or second is None else (second - first) / (real_second - real_first)
+    run.numbers[f"node1Clock{phase}"] = {"spec": spec, "aheadMs": None if ahead is None else round(ahead),
+                                         "rate": None if rate is None else round(rate, 1)}
+    run.check(f"membership-{phase}", True, f"{tag}node-1 ({fmt_s(ahead) if ahead is not None else '?'} ahead, running "
+              f"{rate:.1f}× by its Date header) rejoined: every node sees {cluster.nodes} members" if rate is not None else
+              f"{tag}node-1 rejoined: every node sees {cluster.nodes} members", cluster.nodes, cluster.nodes)
 
+    name = f"chaos-skew-{phase}"
+    breaker = f"{SKEW_BREAKER}-{phase}"
     policy = {"algorithm": "gcra", "limits": [{"rate": T.SKEW_POLICY_RATE, "periodMs": T.SKEW_POLICY_PERIOD_MS,
                                                "burst": T.SKEW_POLICY_BURST}]}
-    put_policy(cluster, "chaos-skew", policy)
-    put_breaker(cluster, SKEW_BREAKER, {"window": {"type": "count", "size": 10}, "minimumCalls": 5,
-                                        "failureRateThreshold": 50, "openWaitMs": T.SKEW_OPEN_WAIT_MS,
-                                        "halfOpenPermittedCalls": 1, "sharing": "any"})
-    limit = Load(run, cluster, "limit", None, 10.0, 60, 6, "limits=1",
-                 ["--policy", "chaos-skew", "--keys", str(T.SKEW_KEYS), "--keep-config", "--tokens", "1"])
+    put_policy(cluster, name, policy)
+    # Deliberate break: a breaker each node times on its own (never shared) cannot follow node-1's trip.
+    sharing = "local" if run.broken("skew-local-breaker") else "any"
+    put_breaker(cluster, breaker, {"window": {"type": "count", "size": 10}, "minimumCalls": 5,
+                                   "failureRateThreshold": 50, "openWaitMs": T.SKEW_OPEN_WAIT_MS,
+                                   "halfOpenPermittedCalls": 1, "sharing": sharing})
+    limit = Load(run, cluster, f"limit-{phase}", None, 10.0, 60, 6, "limits=1",
+                 ["--policy", name, "--keys", str(T.SKEW_KEYS), "--keep-config", "--tokens", "1"])
     start_loads(limit)
     try:
         sleep_ms(1000)
-        # node-1 (2 h ahead) sees its upstream fail and trips the shared breaker.
+        # node-1 (skewed) sees its upstream fail and trips the shared breaker.
         client = Http(cluster.url(1), timeout=5)
         t_trip = None
         for _ in range(20):
-            reply = client.call("POST", f"/v1/breakers/{SKEW_BREAKER}/acquire", retry=False)
+            reply = client.call("POST", f"/v1/breakers/{breaker}/acquire", retry=False)
             if reply.status != 200:
                 t_trip = now_ms()
                 break
-            client.call("POST", f"/v1/breakers/{SKEW_BREAKER}/record",
+            client.call("POST", f"/v1/breakers/{breaker}/record",
                         {"permit": reply.json["permit"], "outcome": "failure", "durationMs": 1}, retry=False)
         client.close()
         if t_trip is None:
-            run.check("trip", False, "node-1's breaker did not open after 20 failures", None, None)
+            run.check(f"trip-{phase}", False, f"{tag}node-1's breaker did not open after 20 failures", None, None)
             finish_loads(limit)
-            return
-        # Every node open quickly; then every node lets a probe through after openWaitMs (Redis time), not 2 h.
+            return False
+        # Every node open quickly; then every node lets a probe through after openWaitMs (Redis time),
+        # not 2 h and not a tenth of it.
         opened = {}
         probe = {}
         deadline = t_trip + T.SKEW_OPEN_WAIT_MS + T.SKEW_OPEN_SLACK_MS + 2000
         while now_ms() < deadline and len(probe) < cluster.nodes:
             for i in range(1, cluster.nodes + 1):
                 if i not in opened:
-                    state = (cluster.call(i, "GET", f"/v1/breakers/{SKEW_BREAKER}").json or {}).get("state")
+                    state = (cluster.call(i, "GET", f"/v1/breakers/{breaker}").json or {}).get("state")
                     if state in ("open", "half_open"):
                         opened[i] = now_ms() - t_trip
-                elif i not in probe and now_ms() - t_trip >= T.SKEW_OPEN_WAIT_MS:
-                    reply = cluster.call(i, "POST", f"/v1/breakers/{SKEW_BREAKER}/acquire")
+                elif i not in probe:
+                    reply = cluster.call(i, "POST", f"/v1/breakers/{breaker}/acquire")
                     if reply.status == 200:
                         probe[i] = now_ms() - t_trip
-                        cluster.call(i, "POST", f"/v1/breakers/{SKEW_BREAKER}/record",
+                        cluster.call(i, "POST", f"/v1/breakers/{breaker}/record",
                                      {"permit": reply.json["permit"], "outcome": "ignored", "durationMs": 1})
             sleep_ms(20)
     finally:
         finish_loads(limit)
     slowest_open = max(opened.values()) if len(opened) == cluster.nodes else None
-    run.numbers.update({"openedMsByNode": {f"node-{k}": round(v) for k, v in opened.items()},
-                        "probeMsByNode": {f"node-{k}": round(v) for k, v in probe.items()}})
-    run.check("propagation", slowest_open is not None and slowest_open <= T.SKEW_PROPAGATION_GOAL_MS,
-              f"node-1's trip open on {len(opened)}/{cluster.nodes} nodes, slowest {fmt_ms(slowest_open)} "
+    run.numbers[f"breaker{phase}"] = {"openedMsByNode": {f"node-{k}": round(v) for k, v in opened.items()},
+                                      "probeMsByNode": {f"node-{k}": round(v) for k, v in probe.items()}}
+    run.check(f"propagation-{phase}", slowest_open is not None and slowest_open <= T.SKEW_PROPAGATION_GOAL_MS,
+              f"{tag}node-1's trip open on {len(opened)}/{cluster.nodes} nodes, slowest {fmt_ms(slowest_open)} "
               f"(goal {T.SKEW_PROPAGATION_GOAL_MS} ms)", None if slowest_open is None else round(slowest_open),
               T.SKEW_PROPAGATION_GOAL_MS)
-    latest_probe = max(probe.values()) if len(probe) == cluster.nodes else None
+    # A probe is tried on every node from the moment it is seen open: one let through before
+    # openWaitMs would be a clock running fast; none by openWaitMs + slack a clock running slow.
+    probes = list(probe.values())
+    earliest, latest = (min(probes), max(probes)) if len(probes) == cluster.nodes else (None, None)
     goal = T.SKEW_OPEN_WAIT_MS + T.SKEW_OPEN_SLACK_MS
-    run.check("open-wait", latest_probe is not None and latest_probe <= goal,
-              f"a probe let through on {len(probe)}/{cluster.nodes} nodes, last {fmt_ms(latest_probe)} after the trip "
-              f"(goal openWaitMs {T.SKEW_OPEN_WAIT_MS} + {T.SKEW_OPEN_SLACK_MS}; a skewed clock would mean 2 h)",
-              None if latest_probe is None else round(latest_probe), goal)
-    check_exact_limit(run, [a for a in limit.acks if a.get("op") == "limits"], T.SKEW_POLICY_BURST, T.SKEW_POLICY_RATE, T.SKEW_POLICY_PERIOD_MS, ', node-1 included')
-    check_unexpected(run, [limit], label="failed limit checks")
+    floor = T.SKEW_OPEN_WAIT_MS - T.SKEW_EARLY_SLACK_MS
+    run.check(f"open-wait-{phase}", earliest is not None and floor <= earliest and latest <= goal,
+              f"{tag}a probe let through on {len(probe)}/{cluster.nodes} nodes, {fmt_ms(earliest)}–{fmt_ms(latest)} after the "
+              f"trip (goal {floor}–{goal} ms: openWaitMs {T.SKEW_OPEN_WAIT_MS} − {T.SKEW_EARLY_SLACK_MS} to + {T.SKEW_OPEN_SLACK_MS})",
+              None if latest is None else [round(earliest), round(latest)], [floor, goal])
+    limit_acks = [a for a in limit.acks if a.get("op") == "limits"]
+    check_exact_limit(run, limit_acks, T.SKEW_POLICY_BURST, T.SKEW_POLICY_RATE, T.SKEW_POLICY_PERIOD_MS,
+                      f", node-1 included [{spec}]", key=f"exact-limit-{phase}")
+    bad = limit.unexpected()
+    run.check(f"no-unexpected-{phase}", not bad, f"{tag}failed limit checks {len(bad)} of {len(limit.acks)}", len(bad), 0,
+              describe_unexpected(bad))
+    return not bad
+
+
+# --- 11. partition -------------------------------------------------------------------------------
+
+PARTITION_BREAKER = "chaos-part"
+
+
+@scenario("partition",
+          "node-1 moved into its own network namespace (veth pair; the servers reached by NAT to loopback), then cut "
+          "off Redis and PostgreSQL with iptables DROP for 8 s under load: it degrades alone (local share, local "
+          "breakers, audit spooled) and keeps answering; its peers stay shared and never fail; the cluster admits at "
+          "most its limit plus node-1's 1/N share; after the rule is removed it rejoins within 3 s and loses no event",
+          node_config=_redis_down_config)
+def partition(run, cluster):
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("iptables"):
+        raise ScenarioSkip("network namespaces and iptables need root, iproute2 and iptables (apt-get install iptables)")
+    probe_ns = f"coordinator-chaos-probe-{os.getpid()}"
+    rc, _, err = run_command(["ip", "netns", "add", probe_ns], None, timeout=20)
+    if rc != 0:
+        raise ScenarioSkip(f"this machine forbids network namespaces (ip netns add: {err.strip()[-200:]})")
+    run_command(["ip", "netns", "delete", probe_ns], None, timeout=20)
+    moved = cluster.fault("netns-node", 1)
+    cluster.reload()
+    run.event(f"node-1 now at {cluster.url(1)} ({[t for _, t in moved if 'namespace' in t][0]})")
+    if not cluster.wait_until(lambda: all(len((cluster.cluster_view(i) or {}).get("members", [])) == cluster.nodes
+                                          for i in range(1, cluster.nodes + 1)), 15000, 100):
+        raise ScenarioError("node-1 in its namespace and its peers do not all see 3 members within 15 s")
+
+    n = cluster.nodes
+    policy = {"algorithm": "gcra", "limits": [{"rate": T.REDIS_DOWN_POLICY_RATE, "periodMs": T.REDIS_DOWN_POLICY_PERIOD_MS,
+                                               "burst": T.REDIS_DOWN_POLICY_BURST}]}
+    put_policy(cluster, "chaos-part", policy)
+    put_breaker(cluster, PARTITION_BREAKER, {"window": {"type": "count", "size": 10}, "minimumCalls": 5,
+                                             "failureRateThreshold": 50, "openWaitMs": T.PARTITION_AGREE_OPEN_WAIT_MS,
+                                             "halfOpenPermittedCalls": 1, "permitTimeoutMs": 60000, "sharing": "any"})
+    duration = round((2000 + T.PARTITION_MS + T.PARTITION_REJOIN_GOAL_MS + 3000) / 1000, 1)
+    background = Load(run, cluster, "mixed", None, duration, T.BACKGROUND_LOAD_RATE, 8)
+    probe = Load(run, cluster, "limit", None, duration, T.REDIS_DOWN_PROBE_RATE, 6, "limits=1",
+                 ["--policy", "chaos-part", "--keys", "1", "--keep-config", "--tokens", "1"])
+    views = [Poller(cluster.url(i), "/v1/cluster", 50, headers=cluster.auth, label=f"node-{i}") for i in range(1, n + 1)]
+    breakers = [Poller(cluster.url(i), f"/v1/breakers/{PARTITION_BREAKER}", 50, label=f"node-{i}") for i in range(1, n + 1)]
+    start_loads(background, probe)
+    for poller in views + breakers:
+        poller.start()
+    t_heal = None
+    try:
+        sleep_ms(2000)
+        t_cut = stamp_of(cluster.fault("partition-node", 1), "DROP")
+        # While node-1 is cut off, its peers' breaker trips (shared between them only).
+        client = Http(cluster.url(2))
+        for _ in range(8):
+            reply = client.call("POST", f"/v1/breakers/{PARTITION_BREAKER}/acquire")
+            if reply.status == 200:
+                client.call("POST", f"/v1/breakers/{PARTITION_BREAKER}/record",
+                            {"permit": reply.json["permit"], "outcome": "failure", "durationMs": 1})
+        client.close()
+        sleep_ms(t_cut + T.PARTITION_MS - now_ms())
+        t_heal = stamp_of(cluster.fault("heal-node", 1), "heal-node")
+
+        def last(poller):
+            return poller.samples[-1] if poller.samples and poller.samples[-1][0] > t_heal and poller.samples[-1][1] == 200 else None
+
+        def rejoined():
+            latest = [last(p) for p in views]
+            if None in latest:
+                return False
+            node1 = latest[0][2] or {}
+            return (not node1.get("degraded")
+                    and all(b.get("status") == "ok" for b in node1.get("backends", []))
+                    and all("node-1" in [m.get("nodeId") for m in (sample[2] or {}).get("members", [])] for sample in latest))
+        t_rejoined = cluster.wait_until(rejoined, T.PARTITION_REJOIN_GOAL_MS + 5000, 20) and now_ms()
+
+        def agreeing():
+            states = [(last(p)[2] or {}).get("state") if last(p) else None for p in breakers]
+            return None not in states and len(set(states)) == 1 and states[0]
+        agreed_state = cluster.wait_until(agreeing, T.PARTITION_REJOIN_GOAL_MS + 5000, 20)
+        t_agree = now_ms() if agreed_state else None
+    finally:
+        for poller in views + breakers:
+            poller.stop()
+    finish_loads(background, probe)
+
+    # node-1 degrades alone, within one deadline of the cut.
+    switch = None
+    for t, status, body in views[0].samples:
+        if t >= t_cut and status == 200 and body and body.get("degraded"):
+            limits = [d for d in body["degraded"] if d.get("feature") == "limits"]
+            if limits:
+                switch = (limits[0]["sinceMs"] - t_cut, f"{limits[0].get('mode')}/{limits[0].get('shareDivisor')}")
+                break
+    goal = T.REDIS_DEADLINE_MS + T.PARTITION_SWITCH_SLACK_MS
+    run.numbers.update({"node1SwitchMs": None if switch is None else round(switch[0]), "node1Mode": switch and switch[1]})
+    run.check("switch", switch is not None and switch[0] <= goal and switch[1] == f"localShare/{n}",
+              f"node-1 in local share {fmt_ms(switch and switch[0])} after the cut (goal {goal} ms; mode "
+              f"{switch[1] if switch else 'never'})", None if switch is None else round(switch[0]), goal)
+    peers_degraded = [(i, t) for i, p in enumerate(views[1:], start=2) for t, st, b in p.samples if st == 200 and (b or {}).get("degraded")]
+    left = {}
+    for i, poller in enumerate(views[1:], start=2):
+        for t, st, b in poller.samples:
+            if t > t_cut and st == 200 and "node-1" not in [m.get("nodeId") for m in (b or {}).get("members", [])]:
+                left[i] = t - t_cut
+                break
+    slowest_leave = max(left.values()) if len(left) == n - 1 else None
+    run.numbers.update({"peersDegradedSamples": len(peers_degraded), "node1LeftPeersMs": {f"node-{k}": round(v) for k, v in left.items()}})
+    run.check("peers-shared", not peers_degraded and slowest_leave is not None and slowest_leave <= T.PARTITION_LEAVE_GOAL_MS,
+              f"peers never degraded ({len(peers_degraded)} degraded samples); node-1 left their membership after "
+              f"{fmt_ms(slowest_leave)} (goal {T.PARTITION_LEAVE_GOAL_MS} ms)",
+              None if slowest_leave is None else round(slowest_leave), T.PARTITION_LEAVE_GOAL_MS,
+              f"degraded samples e.g. {peers_degraded[:3]}" if peers_degraded else None)
+
+    # Admissions on the probed key during the cut: the peers' shared limit plus node-1's local share.
+    window_ms = t_heal - t_cut
+    in_cut = [a for a in probe.acks if a.get("op") == "limits" and t_cut <= a.get("atMs", 0) <= t_heal]
+    admitted = sum(1 for a in in_cut if a.get("allowed"))
+    by_node1 = sum(1 for a in in_cut if a.get("allowed") and probe.node_of(a) == 1)
+    allowance = T.REDIS_DOWN_POLICY_BURST + T.REDIS_DOWN_POLICY_RATE * window_ms / T.REDIS_DOWN_POLICY_PERIOD_MS
+    bound = (1 + 1 / n + T.PARTITION_ADMIT_SLACK) * allowance
+    run.numbers.update({"cutMs": round(window_ms), "admittedDuringCut": admitted, "admittedByNode1DuringCut": by_node1,
+                        "offeredDuringCut": len(in_cut), "policyAllowanceDuringCut": round(allowance, 1)})
+    run.check("admitted", admitted <= bound and len(in_cut) > 2 * allowance,
+              f"admitted during the cut {admitted} of {len(in_cut)}, {by_node1} by node-1 (limit {allowance:.0f} in "
+              f"{fmt_s(window_ms)}; ≤ (1 + 1/{n} + {T.PARTITION_ADMIT_SLACK:g}) × = {bound:.0f})", admitted, round(bound, 1),
+              None if len(in_cut) > 2 * allowance else "the key was not saturated: offered too little to judge")
+
+    check_unexpected(run, [background, probe], label="failed requests (node-1 included)")
+    rejoin = None if not t_rejoined else t_rejoined - t_heal
+    agreement = None if not t_agree else t_agree - t_heal
+    run.numbers.update({"rejoinedMs": None if rejoin is None else round(rejoin),
+                        "breakersAgreeMs": None if agreement is None else round(agreement), "agreedState": agreed_state or None})
+    goal = T.PARTITION_REJOIN_GOAL_MS
+    run.check("rejoined", rejoin is not None and rejoin <= goal,
+              f"node-1 shared again, every backend ok, a member on every node {fmt_s(rejoin) if rejoin is not None else 'never'}"
+              f" after the heal (goal {fmt_s(goal)})", None if rejoin is None else round(rejoin), goal)
+    run.check("breakers-agree", agreement is not None and agreement <= goal and agreed_state == "open",
+              f"breakers agree ({agreed_state or '?'}; the peers tripped it during the cut) after "
+              f"{fmt_s(agreement) if agreement is not None else 'never'} (goal {fmt_s(goal)})",
+              None if agreement is None else round(agreement), goal)
+    wait_spools(run, cluster)
+    audit_exactly_once(run, cluster, background.acks, read_node=2)
 
 
 # --- 5. sick-node --------------------------------------------------------------------------------

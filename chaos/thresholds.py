@@ -37,6 +37,16 @@ REDIS_DOWN_PROBE_RATE = 60         # req/s on that key, over all nodes (saturate
 REDIS_DOWN_RECOVERY_GOAL_MS = 3000 # start-redis ready → degraded empty and breaker agreement on every node
 REDIS_DOWN_AGREE_OPEN_WAIT_MS = 20000  # openWaitMs of the breaker tripped on one node during the outage
 
+# --- partition ---------------------------------------------------------------------------------------
+PARTITION_MS = 8000                # node-1 (in its own network namespace) cut off Redis and PostgreSQL this long
+PARTITION_SWITCH_SLACK_MS = 100    # node-1 degraded.sinceMs ≤ cut + REDIS_DEADLINE_MS + this
+                                   #   (DROP: a call waits out its deadline; an idle connection notices later)
+PARTITION_LEAVE_GOAL_MS = 3000     # cut → node-1 gone from its peers' GET /v1/cluster members
+PARTITION_REJOIN_GOAL_MS = 3000    # heal → node-1 shared again, a member everywhere, every backend ok, breakers agree
+PARTITION_ADMIT_SLACK = 0.10       # admitted during the cut ≤ (1 + 1/N + this) × (burst + rate × cut / period):
+                                   #   the peers keep the shared limit, node-1 adds at most its 1/N local share
+PARTITION_AGREE_OPEN_WAIT_MS = 20000  # openWaitMs of the breaker the peers trip while node-1 is cut off
+
 # --- pg-failover -------------------------------------------------------------------------------------
 FAILOVER_WRITES_GOAL_MS = 2000     # promote done → first 201 audit acknowledgement
 FAILOVER_KILL_TO_PROMOTE_MS = 1000 # operator reaction time between kill -9 and promote
@@ -85,9 +95,12 @@ SICK_QUORUM = 2                    # breaker sharing quorum(2): one sick node mu
 SICK_OBSERVE_MS = 4000             # after node-1 trips, nodes 2 and 3 are watched this long (every 20 ms)
 
 # --- clock-skew --------------------------------------------------------------------------------------
-SKEW_FAKETIME = "+2h"              # node-1's wall clock runs this far ahead (libfaketime; monotonic clock untouched)
+SKEW_FAKETIME = "+2h"              # phase 1: node-1's wall clock runs this far ahead (libfaketime; monotonic untouched)
+SKEW_RATE_FAKETIME = "+0 x10"      # phase 2: node-1's wall clock runs 10× fast
+SKEW_RATE_SAMPLE_MS = 2000         # node-1's clock rate is read from its Date header over this long
 SKEW_OPEN_WAIT_MS = 1500           # openWaitMs of the breaker node-1 trips
 SKEW_OPEN_SLACK_MS = 1500          # every node lets a probe through within openWaitMs + this of the trip
+SKEW_EARLY_SLACK_MS = 100          # … and none before openWaitMs − this (the trip is stamped when its 503 is seen)
 SKEW_PROPAGATION_GOAL_MS = 1000    # node-1's trip seen open on every node within this
 SKEW_POLICY_RATE = 100             # exact policy: GCRA 100 per 60 s, burst 40, 4 keys (traffic through all nodes)
 SKEW_POLICY_PERIOD_MS = 60000

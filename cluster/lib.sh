@@ -333,7 +333,10 @@ load_state() {
 
 node_data() { echo "$DIR/nodes/$1/data"; }
 node_log() { echo "$DIR/logs/node-$1.log"; }
-node_url() { echo "http://127.0.0.1:$(var "NODE_$1_PORT")"; }
+# A node moved into its own network namespace (cluster/fault netns-node) listens on its end of the
+# veth pair; every other node on loopback.
+node_addr() { local a; a=$(var "NODE_$1_ADDR"); echo "${a:-127.0.0.1}"; }
+node_url() { echo "http://$(node_addr "$1"):$(var "NODE_$1_PORT")"; }
 
 # Is node I's recorded process alive (and still the node of this DIR)?
 node_running() { pid_matches "$(var "NODE_$1_PID")" "$(node_data "$1")"; }
@@ -342,7 +345,7 @@ node_running() { pid_matches "$(var "NODE_$1_PID")" "$(node_data "$1")"; }
 pg_name() { echo "pg-$1"; }
 pg_log() { echo "$PG_LOGS/pg-$1.log"; }
 # The address nodes use for server $1 (the fault proxy's, when `up --proxy` started one).
-pg_host() { echo "127.0.0.1:$(var "PG_$1_${PROXY_CONTROL_PORT:+PROXY_}PORT")"; }
+pg_host() { echo "${2:-127.0.0.1}:$(var "PG_$1_${PROXY_CONTROL_PORT:+PROXY_}PORT")"; } # I [ADDRESS]
 # Its own settings: name (= application_name as a standby) and slot, on the command line.
 pg_extra() { echo "-c primary_slot_name=pg_$1"; }
 # The cgroup (v1 freezer) that `cluster/fault freeze S` puts server S's process tree in.
@@ -372,27 +375,51 @@ pg_live_pid() { # I: the running postmaster's pid, or nothing
     pid_matches "$pid" "$data" && echo "$pid"
 }
 
-postgres_url() {
+postgres_url() { # [ADDRESS]: the servers' address as the node sees it (default 127.0.0.1)
     local hosts="" i
-    for (( i = 0; i <= REPLICAS; i++ )); do hosts+="${hosts:+,}$(pg_host "$i")"; done
+    for (( i = 0; i <= REPLICAS; i++ )); do hosts+="${hosts:+,}$(pg_host "$i" "${1:-}")"; done
     echo "postgresql://postgres@$hosts/coordinator"
 }
-redis_url() { echo "redis://127.0.0.1:${PROXY_REDIS_PORT:-$REDIS_PORT}/0"; }
+redis_url() { echo "redis://${1:-127.0.0.1}:${PROXY_REDIS_PORT:-$REDIS_PORT}/0"; } # [ADDRESS]
+# The TCP ports the nodes connect to: Redis and every PostgreSQL server (the proxy's, with --proxy).
+server_ports() {
+    local ports=${PROXY_REDIS_PORT:-$REDIS_PORT} i
+    for (( i = 0; i <= REPLICAS; i++ )); do ports+=",$(var "PG_${i}_${PROXY_CONTROL_PORT:+PROXY_}PORT")"; done
+    echo "$ports"
+}
+
+# cluster/faketime-fix.c as $DIR/faketime-fix.so (preloaded ahead of libfaketime: monotonic waits
+# stay real). Built once per cluster directory, with cc, else the Swift toolchain's clang.
+faketime_fix_build() {
+    local out=$DIR/faketime-fix.so compiler
+    [[ -s $out ]] && return 0
+    compiler=$(command -v cc || command -v gcc || command -v clang || true)
+    [[ -n $compiler ]] || { log "no C compiler (cc, gcc or clang) to build $HERE/faketime-fix.c"; return 1; }
+    "$compiler" -O2 -shared -fPIC -o "$out.tmp" "$HERE/faketime-fix.c" -ldl >>"$DIR/logs/faketime-fix.log" 2>&1 \
+        || { log "could not build $HERE/faketime-fix.c (see $DIR/logs/faketime-fix.log)"; return 1; }
+    mv -f "$out.tmp" "$out"
+}
 
 # node_start I: start node I in the background (same command line every time), record its pid.
 # COORDINATOR_* variables of the caller's environment are cleared: they would override the node's
 # config file (e.g. the admin token), differently from one shell to the next.
 node_start() {
-    local i=$1 logfile v clear=() fake=() spec wrapper child n; logfile=$(node_log "$i")
+    local i=$1 logfile v clear=() fake=() netns=() spec wrapper child n gateway; logfile=$(node_log "$i")
     for v in $(compgen -e); do [[ $v != COORDINATOR_* ]] || clear+=(-u "$v"); done
     spec=$(var "NODE_${i}_FAKETIME")
     # Wall clock only: machines' clocks skew, their monotonic clocks do not (and a faked monotonic
     # clock makes the kernel's absolute-deadline waits hang).
-    [[ -z $spec ]] || fake=(FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f "$spec")
-    echo "=== $(stamp) $PROG: starting node-$i on 127.0.0.1:$(var "NODE_${i}_PORT")${spec:+ under faketime '$spec'}" >>"$logfile"
-    env "${clear[@]}" "${fake[@]}" "$BIN" serve --host 127.0.0.1 --port "$(var "NODE_${i}_PORT")" --data-dir "$(node_data "$i")" \
-        --node-id "node-$i" --redis-url "$(redis_url)" --cluster-name "$CLUSTER_NAME" \
-        --cluster-secret "$CLUSTER_SECRET" --postgres-url "$(postgres_url)" \
+    if [[ -n $spec ]]; then
+        faketime_fix_build || return 1
+        fake=(FAKETIME_DONT_FAKE_MONOTONIC=1 LD_PRELOAD="$DIR/faketime-fix.so" faketime -f "$spec")
+    fi
+    # In its own network namespace, the node reaches the servers at the host end of its veth pair.
+    gateway=$(var "NODE_${i}_GATEWAY")
+    [[ -z $(var "NODE_${i}_NETNS") ]] || netns=(ip netns exec "$(var "NODE_${i}_NETNS")")
+    echo "=== $(stamp) $PROG: starting node-$i on $(node_addr "$i"):$(var "NODE_${i}_PORT")${spec:+ under faketime '$spec'}${gateway:+ in network namespace $(var "NODE_${i}_NETNS")}" >>"$logfile"
+    env "${clear[@]}" "${fake[@]}" "${netns[@]}" "$BIN" serve --host "$(node_addr "$i")" --port "$(var "NODE_${i}_PORT")" --data-dir "$(node_data "$i")" \
+        --node-id "node-$i" --redis-url "$(redis_url "$gateway")" --cluster-name "$CLUSTER_NAME" \
+        --cluster-secret "$CLUSTER_SECRET" --postgres-url "$(postgres_url "$gateway")" \
         --config "$DIR/nodes/$i/config.json" </dev/null >>"$logfile" 2>&1 &
     if [[ -z $spec ]]; then
         record "NODE_${i}_PID" "$!"
@@ -491,6 +518,86 @@ current_primary() {
 
 # DIR/cluster.json: endpoints, pids and paths for tools (jq); rewritten when a pid changes. Mode 0600:
 # it holds the admin token and the cluster secret.
+# --- network namespaces (cluster/fault netns-node, partition-node, heal-node) ---------------------
+#
+# A node moved into its own namespace gets a veth pair: NODE_I_GATEWAY (host end) and NODE_I_ADDR
+# (its end) in a free 10.254.x.y/30. The servers stay on loopback: on the host end, packets to the
+# gateway's server ports are DNATed to 127.0.0.1 and SNATed to 127.0.0.1 (route_localnet on that
+# interface only), so Redis and PostgreSQL see a loopback client. Every rule carries the comment
+# netns_tag; nothing else on the host is touched.
+
+netns_tag() { echo "coordinator-$CLUSTER_NAME-node-$1"; }
+netns_veth() { echo "cv$(printf '%s' "$DIR/$1" | sha256sum | cut -c1-9)"; } # + h (host) / n (node): ≤ 15 chars
+
+netns_require() {
+    command -v ip >/dev/null || die "network namespaces need iproute2 (apt-get install iproute2)"
+    command -v iptables >/dev/null || die "network namespaces need iptables (apt-get install iptables)"
+    [[ $(id -u) == 0 ]] || die "network namespaces need root"
+}
+
+# A /30 of 10.254.0.0/16 with no address or route on this host: sets NETNS_NET (its first address).
+netns_pick_subnet() {
+    local a b n
+    for (( n = 0; n < 200; n++ )); do
+        a=$(( RANDOM % 256 )) b=$(( RANDOM % 64 * 4 ))
+        ip -o -4 addr show | grep -qE " 10\.254\.$a\.($b|$(( b + 1 ))|$(( b + 2 ))|$(( b + 3 )))/" && continue
+        [[ -z $(ip -4 route show match "10.254.$a.$(( b + 1 ))" | grep -v '^default') ]] || continue
+        NETNS_NET="10.254.$a.$b"
+        return 0
+    done
+    die "no free /30 in 10.254.0.0/16"
+}
+
+# netns_create I: the namespace, the veth pair, the NAT to loopback; records NODE_I_NETNS/ADDR/GATEWAY.
+netns_create() {
+    local i=$1 ns veth tag prefix gateway address
+    netns_require
+    ns=$(netns_tag "$i") veth=$(netns_veth "$i") tag=$(netns_tag "$i")
+    netns_delete "$i"
+    netns_pick_subnet
+    prefix=${NETNS_NET%.*} gateway="$prefix.$(( ${NETNS_NET##*.} + 1 ))" address="$prefix.$(( ${NETNS_NET##*.} + 2 ))"
+    ip netns add "$ns" || die "ip netns add $ns failed (network namespaces not available here?)"
+    ip link add "${veth}h" type veth peer name "${veth}n" netns "$ns" || die "cannot create the veth pair ${veth}h/${veth}n"
+    ip addr add "$gateway/30" dev "${veth}h"
+    ip link set "${veth}h" up
+    ip -n "$ns" addr add "$address/30" dev "${veth}n"
+    ip -n "$ns" link set "${veth}n" up
+    ip -n "$ns" link set lo up
+    sysctl -qw "net.ipv4.conf.${veth}h.route_localnet=1" || die "cannot set route_localnet on ${veth}h"
+    iptables -w -t nat -A PREROUTING -i "${veth}h" -d "$gateway" -p tcp -m multiport --dports "$(server_ports)" \
+        -m comment --comment "$tag" -j DNAT --to-destination 127.0.0.1 || die "iptables DNAT failed (is the nat table available?)"
+    iptables -w -t nat -A INPUT -i "${veth}h" -s "$address" -p tcp -m comment --comment "$tag" -j SNAT --to-source 127.0.0.1 \
+        || die "iptables SNAT failed"
+    record "NODE_${i}_NETNS" "$ns"
+    record "NODE_${i}_GATEWAY" "$gateway"
+    record "NODE_${i}_ADDR" "$address"
+}
+
+# netns_delete I: removes node I's namespace (its veth pair goes with it) and its NAT rules. Idempotent.
+netns_delete() {
+    local i=$1 tag rule chain parts
+    tag=$(netns_tag "$i")
+    if command -v iptables >/dev/null; then
+        for chain in PREROUTING INPUT; do
+            while rule=$(iptables -w -t nat -S "$chain" 2>/dev/null | grep -F -- "--comment $tag " | head -n1) && [[ -n $rule ]]; do
+                read -ra parts <<<"${rule/#-A /-D }"
+                iptables -w -t nat "${parts[@]}" || break
+            done
+        done
+    fi
+    if ip netns list 2>/dev/null | grep -qw -- "$tag"; then ip netns delete "$tag" || true; fi
+    ip link delete "$(netns_veth "$i")h" >/dev/null 2>&1 || true
+}
+
+# netns_cut I / netns_heal I: DROP (both ways) between node I's namespace and the servers' ports,
+# with iptables inside the namespace; heal flushes the namespace's own filter table.
+netns_cut() {
+    local ns gateway; ns=$(var "NODE_$1_NETNS") gateway=$(var "NODE_$1_GATEWAY")
+    ip netns exec "$ns" iptables -w -A OUTPUT -d "$gateway" -p tcp -m multiport --dports "$(server_ports)" -j DROP
+    ip netns exec "$ns" iptables -w -A INPUT -s "$gateway" -p tcp -m multiport --sports "$(server_ports)" -j DROP
+}
+netns_heal() { ip netns exec "$(var "NODE_$1_NETNS")" iptables -w -F; }
+
 write_cluster_json() {
     local i
     {

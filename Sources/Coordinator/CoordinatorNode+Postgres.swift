@@ -389,5 +389,10 @@ extension CoordinatorNode {
         if !pendingReloads.isEmpty { await reloadPendingDocuments() }
         if !pendingTokenInvalidations.isEmpty { await applyTokenInvalidations() }
         if sharedTokenLevelStale { await flushSharedTokenLevel() }
+        if storeStatus.status != "ok", postgres?.snapshot().primary != nil {
+            // A primary is known again: confirm with one cheap read, so the store's status (GET
+            // /v1/cluster) recovers without waiting for traffic.
+            _ = try? await storeCall { try await $0.setting(SettingKey.nodeID) }
+        }
     }
 }

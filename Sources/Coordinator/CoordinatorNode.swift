@@ -80,9 +80,9 @@ public actor CoordinatorNode {
     /// Bumped by every revocation, so a verification that read the store before a revocation
     /// finished does not put the stale record back into the cache.
     var revocationEpoch: UInt64 = 0
-    private var storeStatus: BackendStatus
+    var storeStatus: BackendStatus
     /// The PostgreSQL router (PostgreSQL store only) and its probe loop.
-    private var postgres: ReplicatedPostgres?
+    var postgres: ReplicatedPostgres?
     private var postgresProber: Task<Void, Never>?
     private var lastPartitionMaintenance: Instant?
     /// The local audit spool (PostgreSQL store only) and how many events wait in it.
@@ -602,6 +602,12 @@ public actor CoordinatorNode {
             sharedDegradedSinceWall = nil
             metrics.sharedStateDegraded(false)
             logger.notice("shared state recovered: limits are cluster-wide again", metadata: ["degradedForMs": "\(duration.nanoseconds / 1_000_000)"])
+            // Rejoin now rather than at the next heartbeat: peers see this node again, and it catches
+            // up on what the bus said meanwhile (breakers, policies, revocations).
+            Task { [weak self] in
+                await self?.heartbeatOnce()
+                await self?.reconcileSharedState()
+            }
         }
     }
 
@@ -1798,6 +1804,7 @@ public actor CoordinatorNode {
         }
         do {
             _ = try await store.setting(SettingKey.nodeID)
+            if storeStatus.status != "ok" { markStoreRecovered() }
             checks["store"] = "ok"
             return (true, checks)
         } catch {

@@ -175,11 +175,12 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible {
 public struct RedisBackoff: Sendable, Equatable {
     /// The cap of the first delay. Default 50 ms.
     public var minimum: Duration
-    /// The cap of every delay. Default 2 s.
+    /// The cap of every delay. Default 1 s: a node back from a partition is shared again within
+    /// about a second, and N nodes reconnecting cost Redis N cheap connects per second.
     public var maximum: Duration
 
     /// A backoff between `minimum` and `maximum`.
-    public init(minimum: Duration = .milliseconds(50), maximum: Duration = .seconds(2)) {
+    public init(minimum: Duration = .milliseconds(50), maximum: Duration = .seconds(1)) {
         self.minimum = minimum
         self.maximum = max(minimum, maximum)
     }

@@ -144,6 +144,32 @@ struct ClusterDeploymentTests {
         let started = try await Self.run([Self.repository + "/cluster/fault", "start-node", "2", "--dir", directory])
         #expect(started.status == 0, "\(started.output)")
 
+        // Network namespace verbs: refused before the node has its namespace, or for a node that
+        // does not exist; then node-3 moves into its own namespace, is cut off and healed.
+        let early = try await Self.run([Self.repository + "/cluster/fault", "partition-node", "3", "--dir", directory])
+        #expect(early.status != 0 && early.output.contains("not in its own network namespace"), "\(early.output)")
+        let unknown = try await Self.run([Self.repository + "/cluster/fault", "netns-node", "9", "--dir", directory])
+        #expect(unknown.status != 0 && unknown.output.contains("node must be 1..3"), "\(unknown.output)")
+        let moved = try await Self.run([Self.repository + "/cluster/fault", "netns-node", "3", "--dir", directory])
+        #expect(moved.status == 0 && moved.output.contains("ready after"), "\(moved.output)")
+        let movedInfo = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/cluster.json"))) as? [String: Any]
+        let node3 = try #require((movedInfo?["nodes"] as? [[String: Any]])?.last?["url"] as? String)
+        #expect(node3.hasPrefix("http://10.254."), "node-3 listens in its namespace: \(node3)")
+        let cut = try await Self.run([Self.repository + "/cluster/fault", "partition-node", "3", "--dir", directory])
+        #expect(cut.status == 0 && cut.output.contains("DROP"), "\(cut.output)")
+        var sawDegraded = false
+        for _ in 0..<50 where !sawDegraded {
+            let view = try await Self.run([Self.repository + "/cluster/status", "--dir", directory, "--json"])
+            let report = try? JSONSerialization.jsonObject(with: Data(view.output.utf8)) as? [String: Any]
+            let degraded = ((report?["nodes"] as? [[String: Any]])?.last?["degraded"] as? [Any]) ?? []
+            sawDegraded = !degraded.isEmpty
+            if !sawDegraded { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(sawDegraded, "node-3 cut off Redis and PostgreSQL runs degraded")
+        let healed = try await Self.run([Self.repository + "/cluster/fault", "heal-node", "3", "--dir", directory])
+        #expect(healed.status == 0, "\(healed.output)")
+        let clusterName = try #require(movedInfo?["name"] as? String)
+
         let down = try await Self.run([Self.repository + "/cluster/down", "--dir", directory])
         downDone = true
         #expect(down.status == 0, "\(down.output)")
@@ -151,5 +177,9 @@ struct ClusterDeploymentTests {
         #expect(Self.processes(mentioning: directory).isEmpty, "\(Self.processes(mentioning: directory))")
         let again = try await Self.run([Self.repository + "/cluster/down", "--dir", directory])
         #expect(again.status == 0, "down is idempotent: \(again.output)")
+        let namespaces = try await Self.run(["/usr/sbin/ip", "netns", "list"])
+        #expect(!namespaces.output.contains("coordinator-\(clusterName)-"), "namespace left behind: \(namespaces.output)")
+        let rules = try await Self.run(["/usr/sbin/iptables", "-w", "-t", "nat", "-S"])
+        #expect(rules.status == 0 && !rules.output.contains("coordinator-\(clusterName)-"), "NAT rules left behind: \(rules.output)")
     }
 }

@@ -26,9 +26,9 @@ struct RedisScriptAndBackoffTests {
         let backoff = RedisBackoff()
         #expect(backoff.ceiling(attempt: 0) == .milliseconds(50))
         #expect(backoff.ceiling(attempt: 1) == .milliseconds(100))
-        #expect(backoff.ceiling(attempt: 5) == .milliseconds(1600))
-        #expect(backoff.ceiling(attempt: 6) == .seconds(2))
-        #expect(backoff.ceiling(attempt: 1000) == .seconds(2))
+        #expect(backoff.ceiling(attempt: 4) == .milliseconds(800))
+        #expect(backoff.ceiling(attempt: 5) == .seconds(1))
+        #expect(backoff.ceiling(attempt: 1000) == .seconds(1))
         for attempt in 0..<12 {
             for _ in 0..<50 {
                 let delay = backoff.delay(attempt: attempt)
@@ -43,7 +43,7 @@ struct RedisScriptAndBackoffTests {
         let c = try RedisConfiguration(url: "redis://h:1/0")
         #expect(c.commandTimeout == .milliseconds(50))
         #expect(c.connectTimeout == .milliseconds(200))
-        #expect(c.reconnectBackoff == RedisBackoff(minimum: .milliseconds(50), maximum: .seconds(2)))
+        #expect(c.reconnectBackoff == RedisBackoff(minimum: .milliseconds(50), maximum: .seconds(1)))
         #expect(c.clientName == nil)
     }
 }

@@ -472,9 +472,15 @@ def pg_failover(run, cluster):
 
 # --- 4. node-crash -------------------------------------------------------------------------------
 
+def _node_crash_config(run):
+    # Deliberate break: heartbeats every 5 s, so a dead node stays a member for 15 s.
+    return {"heartbeatIntervalMs": 5000} if run.broken("crash-slow-heartbeat") else None
+
+
 @scenario("node-crash",
           "kill -9 of node-1 under load: requests to the live nodes never fail; node-1 leaves their membership "
-          "within 3 s; the cluster-wide admitted count per key stays within the (exact) limit")
+          "within 3 s; the cluster-wide admitted count per key stays within the (exact) limit",
+          node_config=_node_crash_config)
 def node_crash(run, cluster):
     policy = {"algorithm": "gcra", "limits": [{"rate": T.CRASH_POLICY_RATE, "periodMs": T.CRASH_POLICY_PERIOD_MS,
                                                "burst": T.CRASH_POLICY_BURST}]}
@@ -562,8 +568,14 @@ class LatencyProber(threading.Thread):
         self.client.close()
 
 
+def _redis_hang_config(run):
+    # Deliberate break: a Redis deadline longer than the hang (callers wait it out).
+    return {"redisDeadlineMs": 10000} if run.broken("hang-no-deadline") else None
+
+
 @scenario("redis-hang",
-          "Redis frozen (SIGSTOP) 5 s under load: no request waits longer than the Redis deadline + 50 ms")
+          "Redis frozen (SIGSTOP) 5 s under load: no request waits longer than the Redis deadline + 50 ms",
+          node_config=_redis_hang_config)
 def redis_hang(run, cluster):
     put_policy(cluster, "chaos-hang", OPEN_POLICY)
     token = cluster.require(1, "POST", "/v1/tokens", {"subject": "chaos-hang", "policy": "chaos-hang"}, admin=True, ok=(201,))

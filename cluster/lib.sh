@@ -43,17 +43,22 @@ port_in_use() {
 # pick_port sets PORT (not echoed: TAKEN_PORTS must survive, no subshell).
 declare -a TAKEN_PORTS=()
 PORT=""
+# A free port outside the kernel's ephemeral range (ip_local_port_range), so no outgoing connection
+# takes it between the pick and the bind.
 pick_port() {
-    local p i
+    local p i low=32768 high=60999 first last
+    read -r low high </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+    if (( low - 10000 >= 2000 )); then first=10000 last=$(( low - 1 )); else first=$(( high + 1 )) last=65535; fi
+    (( last - first >= 1000 )) || { first=20000 last=60000; }
     for i in $(seq 1 200); do
-        p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40001 ))
+        p=$(( first + (RANDOM * 32768 + RANDOM) % (last - first + 1) ))
         [[ " ${TAKEN_PORTS[*]-} " == *" $p "* ]] && continue
         port_in_use "$p" && continue
         TAKEN_PORTS+=("$p")
         PORT=$p
         return 0
     done
-    die "could not find a free port in 20000-60000"
+    die "could not find a free port in $first-$last"
 }
 
 # record KEY VALUE into DIR/state, sourced later (last value wins); also sets KEY here.
@@ -404,7 +409,7 @@ faketime_fix_build() {
 # COORDINATOR_* variables of the caller's environment are cleared: they would override the node's
 # config file (e.g. the admin token), differently from one shell to the next.
 node_start() {
-    local i=$1 logfile v clear=() fake=() netns=() spec wrapper child n gateway; logfile=$(node_log "$i")
+    local i=$1 logfile v clear=() fake=() netns=() spec wrapper child candidate binary n gateway; logfile=$(node_log "$i")
     for v in $(compgen -e); do [[ $v != COORDINATOR_* ]] || clear+=(-u "$v"); done
     spec=$(var "NODE_${i}_FAKETIME")
     # Wall clock only: machines' clocks skew, their monotonic clocks do not (and a faked monotonic
@@ -425,13 +430,18 @@ node_start() {
         record "NODE_${i}_PID" "$!"
         return
     fi
-    # `faketime` runs the node as its child and does not pass signals on: record the node's own pid.
-    wrapper=$!
-    for (( n = 0; n < 100; n++ )); do
-        child=$(pgrep -P "$wrapper" | head -n1 || true)
+    # `faketime` runs the node as its child and does not pass signals on: record the node's own pid —
+    # the child that is running the node's binary (faketime may start other short-lived children first).
+    wrapper=$! binary=$(readlink -f -- "$BIN")
+    child=""
+    for (( n = 0; n < 250; n++ )); do
+        for candidate in $(pgrep -P "$wrapper" || true); do
+            [[ $(readlink -- "/proc/$candidate/exe" 2>/dev/null) == "$binary" ]] && { child=$candidate; break; }
+        done
         [[ -z $child ]] || break
         sleep 0.02
     done
+    [[ -n $child ]] || log "node-$i: no child of faketime (pid $wrapper) runs $binary after 5 s; recording faketime's pid"
     record "NODE_${i}_PID" "${child:-$wrapper}"
 }
 

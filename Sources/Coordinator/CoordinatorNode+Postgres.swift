@@ -289,6 +289,9 @@ extension CoordinatorNode {
     /// entries another drainer read but never acknowledged (it died), then new ones. Idempotent by
     /// event id; an entry that is not a signed audit event, or that the store refuses for good, goes
     /// to the dead-letter stream.
+    /// Spooled events written to the store per statement (one commit) while draining.
+    static let spoolDrainChunk = 64
+
     func drainSharedAuditSpool() async {
         guard let cluster, auditSpool != nil, !shuttingDown, !drainingSharedSpool, !sharedHealth.isDegraded else { return }
         drainingSharedSpool = true
@@ -323,7 +326,10 @@ extension CoordinatorNode {
                 metrics.auditSpoolDepth(shared: sharedSpoolDepth)
                 return
             }
-            for entry in entries {
+            // Entries go to the store in chunks (one commit each, in stream order); an entry that is
+            // not a signed audit event of this cluster goes to the dead-letter stream on the way.
+            var next = 0
+            while next < entries.count {
                 do {
                     // Still the drainer? The lock is renewed at least every second (a fifth of its TTL), so
                     // a drainer that stalled past the TTL stops here before touching another entry.
@@ -332,33 +338,53 @@ extension CoordinatorNode {
                         guard try await cluster.acquireSpoolDrainLock(ttlMs: Self.spoolDrainLockTTLMs) else { return }
                         lockRenewedAt = clock.monotonicNow()
                     }
-                    guard let json = entry.eventJSON, let mac = entry.mac, verifyRedisMAC("audit", json, mac: mac),
-                        let event = try? decoder.decode(AuditEventInput.self, from: Data(json.utf8)),
-                        event.id == entry.eventID, ResourceName.isValid(event.nodeID),
-                        (try? JSONSerialization.jsonObject(with: Data(event.detailJSON.utf8))) is [String: Any]
-                    else {
-                        try await deadLetter(entry, reason: "not a signed audit event of this cluster", cluster: cluster)
-                        continue
+                    var chunk: [(entry: ClusterLink.SpoolEntry, event: AuditEventInput)] = []
+                    while next < entries.count, chunk.count < Self.spoolDrainChunk {
+                        let entry = entries[next]
+                        next += 1
+                        guard let json = entry.eventJSON, let mac = entry.mac, verifyRedisMAC("audit", json, mac: mac),
+                            let event = try? decoder.decode(AuditEventInput.self, from: Data(json.utf8)),
+                            event.id == entry.eventID, ResourceName.isValid(event.nodeID),
+                            (try? JSONSerialization.jsonObject(with: Data(event.detailJSON.utf8))) is [String: Any]
+                        else {
+                            try await deadLetter(entry, reason: "not a signed audit event of this cluster", cluster: cluster)
+                            continue
+                        }
+                        chunk.append((entry, event))
                     }
-                    let result: AuditAppendResult
+                    guard !chunk.isEmpty else { continue }
+                    var results: [AuditAppendResult?]
                     do {
-                        result = try await store.appendAudit(event)
+                        results = try await store.appendAudit(batch: chunk.map(\.event))
                     } catch let error as StoreError where error.code == .unavailable || error.code == .closed {
-                        // The store failed again: the entry stays pending, claimed first next time.
+                        // The store failed again: the entries stay pending, claimed first next time.
                         return
                     } catch {
-                        try await deadLetter(entry, reason: "refused by the store: \(error)", cluster: cluster)
-                        continue
+                        // Refused for good somewhere in the chunk: one by one, to set the refused ones aside.
+                        results = []
+                        for item in chunk {
+                            do {
+                                results.append(try await store.appendAudit(item.event))
+                            } catch let error as StoreError where error.code == .unavailable || error.code == .closed {
+                                return
+                            } catch {
+                                try await deadLetter(item.entry, reason: "refused by the store: \(error)", cluster: cluster)
+                                results.append(nil)
+                            }
+                        }
                     }
-                    if result.duplicate && !result.sameContent {
-                        logger.error("a spooled audit event's id is stored with different content; the spooled copy is dropped",
-                                     metadata: ["id": "\(event.id)", "seq": "\(result.seq)"])
-                        metrics.auditSpoolConflict()
+                    for (item, result) in zip(chunk, results) {
+                        guard let result else { continue }
+                        if result.duplicate && !result.sameContent {
+                            logger.error("a spooled audit event's id is stored with different content; the spooled copy is dropped",
+                                         metadata: ["id": "\(item.event.id)", "seq": "\(result.seq)"])
+                            metrics.auditSpoolConflict()
+                        }
+                        try await cluster.acknowledgeSpoolEntry(item.entry)
+                        drained += 1
+                        sharedSpoolDepth = max(0, sharedSpoolDepth - 1)
+                        if item.entry.node == nodeID { ownSharedSpoolEntries = max(0, ownSharedSpoolEntries - 1) }
                     }
-                    try await cluster.acknowledgeSpoolEntry(entry)
-                    drained += 1
-                    sharedSpoolDepth = max(0, sharedSpoolDepth - 1)
-                    if entry.node == nodeID { ownSharedSpoolEntries = max(0, ownSharedSpoolEntries - 1) }
                 } catch {
                     logger.warning("the cluster's audit spool became unreachable while draining", metadata: ["error": "\(error)"])
                     return

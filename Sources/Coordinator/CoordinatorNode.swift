@@ -1664,37 +1664,86 @@ public actor CoordinatorNode {
                 }
                 continue
             }
-            for entry in batch {
+            // Stored entries leave the spool together at the end of the batch (one sync, not one per
+            // event). A crash before that re-appends them at the next drain: appends are idempotent by id.
+            var storedThrough: Int64?
+            var stored = 0
+            var failed = false
+            var chunkStart = 0
+            chunks: while chunkStart < batch.count {
+                let chunk = batch[chunkStart..<min(batch.count, chunkStart + Self.spoolDrainChunk)]
+                chunkStart = chunk.endIndex
+                var results: [AuditAppendResult?]
                 do {
-                    let result: AuditAppendResult
-                    do {
-                        result = try await store.appendAudit(entry.event)
-                    } catch let error as StoreError where error.code != .unavailable && error.code != .closed {
-                        // Refused for good (not unreachable): moved aside so it does not block the spool.
-                        try await spool.moveToDeadLetters(position: entry.position, reason: "\(error)")
-                        auditSpoolDepth = max(0, auditSpoolDepth - 1)
-                        metrics.auditSpoolDeadLetter()
-                        logger.error("the store refused a spooled audit event; moved to the spool's dead_letters table",
-                                     metadata: ["id": "\(entry.event.id)", "error": "\(error)"])
-                        continue
+                    results = try await store.appendAudit(batch: chunk.map(\.event))
+                } catch let error as StoreError where error.code != .unavailable && error.code != .closed {
+                    // Refused for good somewhere in the chunk: one by one, to set the refused ones aside.
+                    results = []
+                    for entry in chunk {
+                        do {
+                            results.append(try await store.appendAudit(entry.event))
+                        } catch let error as StoreError where error.code != .unavailable && error.code != .closed {
+                            do {
+                                if let position = storedThrough {
+                                    try await removeDrained(spool: spool, through: position, count: stored)
+                                    drained += stored
+                                    storedThrough = nil
+                                    stored = 0
+                                }
+                                try await spool.moveToDeadLetters(position: entry.position, reason: "\(error)")
+                            } catch {
+                                failed = true
+                                break chunks
+                            }
+                            auditSpoolDepth = max(0, auditSpoolDepth - 1)
+                            metrics.auditSpoolDeadLetter()
+                            logger.error("the store refused a spooled audit event; moved to the spool's dead_letters table",
+                                         metadata: ["id": "\(entry.event.id)", "error": "\(error)"])
+                            results.append(nil)
+                        } catch {
+                            failed = true
+                            break chunks
+                        }
                     }
+                } catch {
+                    failed = true
+                    break
+                }
+                for (entry, result) in zip(chunk, results) {
+                    guard let result else { continue }
                     if result.duplicate && !result.sameContent {
                         logger.error("a spooled audit event's id is stored with different content; the spooled copy is dropped",
                                      metadata: ["id": "\(entry.event.id)", "seq": "\(result.seq)"])
                         metrics.auditSpoolConflict()
                     }
-                    try await spool.remove(position: entry.position)
-                    auditSpoolDepth = max(0, auditSpoolDepth - 1)
-                    drained += 1
-                } catch {
-                    metrics.auditSpoolDepth(local: auditSpoolDepth)
-                    if drained > 0 { logger.notice("audit spool partly drained", metadata: ["events": "\(drained)", "left": "\(auditSpoolDepth)"]) }
-                    return
+                    storedThrough = entry.position
+                    stored += 1
                 }
+            }
+            if let position = storedThrough {
+                do {
+                    try await removeDrained(spool: spool, through: position, count: stored)
+                    drained += stored
+                } catch {
+                    logger.error("could not remove drained events from the audit spool; they are re-appended (idempotently) next time",
+                                 metadata: ["error": "\(error)"])
+                    failed = true
+                }
+            }
+            if failed {
+                metrics.auditSpoolDepth(local: auditSpoolDepth)
+                if drained > 0 { logger.notice("audit spool partly drained", metadata: ["events": "\(drained)", "left": "\(auditSpoolDepth)"]) }
+                return
             }
         }
         metrics.auditSpoolDepth(local: auditSpoolDepth)
         if drained > 0 { logger.notice("audit spool drained into the store", metadata: ["events": "\(drained)", "left": "\(auditSpoolDepth)"]) }
+    }
+
+    /// Removes the spool's entries through `position`, `count` of them, all in the store now.
+    private func removeDrained(spool: AuditSpool, through position: Int64, count: Int) async throws {
+        try await spool.removeThrough(position: position)
+        auditSpoolDepth = max(0, auditSpoolDepth - count)
     }
 
     /// Audit events waiting in this node's local spool.

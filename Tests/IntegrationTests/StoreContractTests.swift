@@ -267,6 +267,43 @@ struct StoreContractTests {
     }
 
     @Test(arguments: StoreBackend.allCases)
+    func batchAppendKeepsOrderAndIsIdempotent(_ backend: StoreBackend) async throws {
+        try await StoreHarness.with(backend) { harness in
+            let store = try await harness.open()
+            let before = try await store.appendAudit(auditEvent("b0"))
+            // 150 events in one call while other tasks append single events: the batch's events are
+            // stored in its order (others may come before or after, never in between on PostgreSQL).
+            let ids = (1...150).map { "b\($0)" }
+            async let others: [AuditAppendResult] = withThrowingTaskGroup(of: AuditAppendResult.self) { group in
+                for n in 0..<20 { group.addTask { try await store.appendAudit(auditEvent("other-\(n)")) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let results = try await store.appendAudit(batch: ids.map { auditEvent($0) })
+            _ = try await others
+            #expect(results.count == ids.count && results.allSatisfy { !$0.duplicate && $0.sameContent })
+            #expect(zip(results, results.dropFirst()).allSatisfy { $0.seq < $1.seq }, "seqs follow the batch's order")
+            #expect(results.first!.seq > before.seq)
+            let stored = try await store.auditEvents(after: before.seq, limit: 1000).map(\.event.id).filter { $0.hasPrefix("b") }
+            #expect(stored == ids, "stored in the batch's order")
+            if backend == .postgres {
+                let span = try await store.auditEvents(after: results.first!.seq - 1, limit: 1000)
+                    .filter { $0.seq <= results.last!.seq }.map(\.event.id)
+                #expect(span == ids, "queued together: no other append in between")
+            }
+
+            // Again, with a duplicate inside and one changed: nothing stored twice.
+            var again = [auditEvent("b1"), auditEvent("b151"), auditEvent("b151"), auditEvent("b2", actor: "mallory")]
+            again[0].nodeID = "node-b"
+            let repeated = try await store.appendAudit(batch: again)
+            #expect(repeated[0] == AuditAppendResult(seq: results[0].seq, duplicate: true, sameContent: true))
+            #expect(!repeated[1].duplicate && repeated[2] == AuditAppendResult(seq: repeated[1].seq, duplicate: true, sameContent: true))
+            #expect(repeated[3] == AuditAppendResult(seq: results[1].seq, duplicate: true, sameContent: false))
+            #expect(try await store.appendAudit(batch: []) == [])
+            try await store.close()
+        }
+    }
+
+    @Test(arguments: StoreBackend.allCases)
     func auditAppendIsIdempotentByID(_ backend: StoreBackend) async throws {
         try await StoreHarness.with(backend) { harness in
             let store = try await harness.open()

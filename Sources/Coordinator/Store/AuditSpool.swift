@@ -93,10 +93,12 @@ final class AuditSpool: Sendable {
         }
     }
 
-    /// Removes the entry at `position` (it is in the store now).
-    func remove(position: Int64) async throws {
+    /// Removes every entry up to and including `position` (they are in the store now), in one
+    /// transaction: one sync for a whole drained batch. Returns how many were removed.
+    @discardableResult
+    func removeThrough(position: Int64) async throws -> Int {
         try await connection.withConnection { db in
-            _ = try db.run("DELETE FROM spool WHERE position = ?", [.integer(position)])
+            try db.run("DELETE FROM spool WHERE position <= ?", [.integer(position)])
         }
     }
 

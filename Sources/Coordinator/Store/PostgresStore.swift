@@ -250,7 +250,7 @@ public final class PostgresStore: CoordinatorStore {
             (continuation: CheckedContinuation<AuditOutcome, any Error>) in
             let action: AuditSubmit = audit.withLock { queue in
                 if queue.closed { return .refuse }
-                queue.pending.append(PendingAppend(event: event, continuation: continuation))
+                queue.pending.append(PendingAppend(event: event, complete: { continuation.resume(with: $0) }))
                 if queue.draining { return .queued }
                 queue.draining = true
                 return .startDrain
@@ -263,6 +263,34 @@ public final class PostgresStore: CoordinatorStore {
         }
         RequestConsistency.lsnSink?.record(outcome.commitLSN)
         return outcome.result
+    }
+
+    /// Appends `events` in this order, queued together: they are written in as few statements as the
+    /// batch limit allows (one commit each), with nothing from other callers in between. On an error
+    /// some may be stored already (a retry is idempotent by id).
+    public func appendAudit(batch events: [AuditEventInput]) async throws -> [AuditAppendResult] {
+        try checkOpen()
+        guard !events.isEmpty else { return [] }
+        let outcome = try await withCheckedThrowingContinuation {
+            (continuation: CheckedContinuation<(results: [AuditAppendResult], commitLSN: UInt64), any Error>) in
+            let collector = AuditBatchCollector(count: events.count, continuation: continuation)
+            let action: AuditSubmit = audit.withLock { queue in
+                if queue.closed { return .refuse }
+                for (index, event) in events.enumerated() {
+                    queue.pending.append(PendingAppend(event: event, complete: { collector.complete(index, $0) }))
+                }
+                if queue.draining { return .queued }
+                queue.draining = true
+                return .startDrain
+            }
+            switch action {
+            case .refuse: continuation.resume(throwing: StoreError(.closed, "the store is closed"))
+            case .queued: break
+            case .startDrain: Task.detached { await self.drainAudit() }
+            }
+        }
+        RequestConsistency.lsnSink?.record(outcome.commitLSN)
+        return outcome.results
     }
 
     public func auditEvents(after: Int64, limit: Int) async throws -> [AuditEvent] {
@@ -309,11 +337,11 @@ public final class PostgresStore: CoordinatorStore {
                     let written = try await writeAuditBatch(batch.map(\.event))
                     audit.withLock { $0.commits += 1 }
                     for (pending, result) in zip(batch, written.results) {
-                        pending.continuation.resume(returning: AuditOutcome(result: result, commitLSN: written.commitLSN))
+                        pending.complete(.success(AuditOutcome(result: result, commitLSN: written.commitLSN)))
                     }
                 } catch {
                     let failure = mapError(error)
-                    for pending in batch { pending.continuation.resume(throwing: failure) }
+                    for pending in batch { pending.complete(.failure(failure)) }
                 }
             }
         }
@@ -762,7 +790,42 @@ public struct AuditMonth: Sendable, Hashable, Comparable, CustomStringConvertibl
 
 private struct PendingAppend: Sendable {
     var event: AuditEventInput
-    var continuation: CheckedContinuation<AuditOutcome, any Error>
+    /// Called once with the event's outcome (a single append's continuation, or a batch's collector).
+    var complete: @Sendable (Result<AuditOutcome, any Error>) -> Void
+}
+
+/// Gathers the outcomes of one `appendAudit(batch:)` and resumes its caller once all are in.
+private final class AuditBatchCollector: Sendable {
+    private struct State {
+        var results: [AuditAppendResult?]
+        var remaining: Int
+        var lastLSN: UInt64 = 0
+        var failure: (any Error)?
+    }
+    private let state: Mutex<State>
+    private let continuation: CheckedContinuation<(results: [AuditAppendResult], commitLSN: UInt64), any Error>
+
+    init(count: Int, continuation: CheckedContinuation<(results: [AuditAppendResult], commitLSN: UInt64), any Error>) {
+        state = Mutex(State(results: Array(repeating: nil, count: count), remaining: count))
+        self.continuation = continuation
+    }
+
+    func complete(_ index: Int, _ outcome: Result<AuditOutcome, any Error>) {
+        let finished: Result<(results: [AuditAppendResult], commitLSN: UInt64), any Error>? = state.withLock { state in
+            switch outcome {
+            case .success(let value):
+                state.results[index] = value.result
+                state.lastLSN = max(state.lastLSN, value.commitLSN)
+            case .failure(let error):
+                if state.failure == nil { state.failure = error }
+            }
+            state.remaining -= 1
+            guard state.remaining == 0 else { return nil }
+            if let failure = state.failure { return .failure(failure) }
+            return .success((state.results.map { $0! }, state.lastLSN))
+        }
+        if let finished { continuation.resume(with: finished) }
+    }
 }
 
 private struct AuditOutcome: Sendable {

@@ -40,11 +40,24 @@ public protocol CoordinatorStore: Sendable {
     /// Appends `event`, idempotent by `event.id`: a second append of the same id stores nothing and
     /// reports the first one's sequence number. Concurrent appends are committed in groups.
     func appendAudit(_ event: AuditEventInput) async throws -> AuditAppendResult
+    /// Appends `events` in this order (each idempotent by id, as `appendAudit(_:)`), committed together
+    /// where the store can. On an error some may already be stored. The default appends one by one.
+    func appendAudit(batch events: [AuditEventInput]) async throws -> [AuditAppendResult]
     /// Up to `limit` events whose sequence number is greater than `after`, in sequence order.
     func auditEvents(after: Int64, limit: Int) async throws -> [AuditEvent]
 
     /// Flushes and closes. Calls after `close` fail with `StoreError.closed`.
     func close() async throws
+}
+
+extension CoordinatorStore {
+    /// One by one, in order.
+    public func appendAudit(batch events: [AuditEventInput]) async throws -> [AuditAppendResult] {
+        var results: [AuditAppendResult] = []
+        results.reserveCapacity(events.count)
+        for event in events { results.append(try await appendAudit(event)) }
+        return results
+    }
 }
 
 /// The kinds of named JSON document the store keeps.

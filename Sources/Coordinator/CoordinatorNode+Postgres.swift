@@ -375,11 +375,7 @@ extension CoordinatorNode {
                     }
                     for (item, result) in zip(chunk, results) {
                         guard let result else { continue }
-                        if result.duplicate && !result.sameContent {
-                            logger.error("a spooled audit event's id is stored with different content; the spooled copy is dropped",
-                                         metadata: ["id": "\(item.event.id)", "seq": "\(result.seq)"])
-                            metrics.auditSpoolConflict()
-                        }
+                        noteSpoolConflict(item.event, result)
                         try await cluster.acknowledgeSpoolEntry(item.entry)
                         drained += 1
                         sharedSpoolDepth = max(0, sharedSpoolDepth - 1)

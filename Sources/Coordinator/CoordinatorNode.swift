@@ -1711,11 +1711,7 @@ public actor CoordinatorNode {
                 }
                 for (entry, result) in zip(chunk, results) {
                     guard let result else { continue }
-                    if result.duplicate && !result.sameContent {
-                        logger.error("a spooled audit event's id is stored with different content; the spooled copy is dropped",
-                                     metadata: ["id": "\(entry.event.id)", "seq": "\(result.seq)"])
-                        metrics.auditSpoolConflict()
-                    }
+                    noteSpoolConflict(entry.event, result)
                     storedThrough = entry.position
                     stored += 1
                 }
@@ -1738,6 +1734,14 @@ public actor CoordinatorNode {
         }
         metrics.auditSpoolDepth(local: auditSpoolDepth)
         if drained > 0 { logger.notice("audit spool drained into the store", metadata: ["events": "\(drained)", "left": "\(auditSpoolDepth)"]) }
+    }
+
+    /// A spooled event whose id the store already has with other content: the spooled copy is dropped.
+    func noteSpoolConflict(_ event: AuditEventInput, _ result: AuditAppendResult) {
+        guard result.duplicate && !result.sameContent else { return }
+        logger.error("a spooled audit event's id is stored with different content; the spooled copy is dropped",
+                     metadata: ["id": "\(event.id)", "seq": "\(result.seq)"])
+        metrics.auditSpoolConflict()
     }
 
     /// Removes the spool's entries through `position`, `count` of them, all in the store now.

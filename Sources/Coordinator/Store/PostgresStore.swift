@@ -248,17 +248,8 @@ public final class PostgresStore: CoordinatorStore {
         try checkOpen()
         let outcome = try await withCheckedThrowingContinuation {
             (continuation: CheckedContinuation<AuditOutcome, any Error>) in
-            let action: AuditSubmit = audit.withLock { queue in
-                if queue.closed { return .refuse }
-                queue.pending.append(PendingAppend(event: event, complete: { continuation.resume(with: $0) }))
-                if queue.draining { return .queued }
-                queue.draining = true
-                return .startDrain
-            }
-            switch action {
-            case .refuse: continuation.resume(throwing: StoreError(.closed, "the store is closed"))
-            case .queued: break
-            case .startDrain: Task.detached { await self.drainAudit() }
+            if !enqueueAudit([PendingAppend(event: event, complete: { continuation.resume(with: $0) })]) {
+                continuation.resume(throwing: StoreError(.closed, "the store is closed"))
             }
         }
         RequestConsistency.lsnSink?.record(outcome.commitLSN)
@@ -274,19 +265,11 @@ public final class PostgresStore: CoordinatorStore {
         let outcome = try await withCheckedThrowingContinuation {
             (continuation: CheckedContinuation<(results: [AuditAppendResult], commitLSN: UInt64), any Error>) in
             let collector = AuditBatchCollector(count: events.count, continuation: continuation)
-            let action: AuditSubmit = audit.withLock { queue in
-                if queue.closed { return .refuse }
-                for (index, event) in events.enumerated() {
-                    queue.pending.append(PendingAppend(event: event, complete: { collector.complete(index, $0) }))
-                }
-                if queue.draining { return .queued }
-                queue.draining = true
-                return .startDrain
+            let pending = events.enumerated().map { index, event in
+                PendingAppend(event: event, complete: { collector.complete(index, $0) })
             }
-            switch action {
-            case .refuse: continuation.resume(throwing: StoreError(.closed, "the store is closed"))
-            case .queued: break
-            case .startDrain: Task.detached { await self.drainAudit() }
+            if !enqueueAudit(pending) {
+                continuation.resume(throwing: StoreError(.closed, "the store is closed"))
             }
         }
         RequestConsistency.lsnSink?.record(outcome.commitLSN)
@@ -311,6 +294,24 @@ public final class PostgresStore: CoordinatorStore {
                         detailJSON: try Self.text(row, 6), recordedAt: try Self.int(row, 7),
                         nodeID: try Self.text(row, 8)))
             }
+        }
+    }
+
+    /// Queues `pending` together, in order, and starts the drain unless one runs; false once closed.
+    private func enqueueAudit(_ pending: [PendingAppend]) -> Bool {
+        let action: AuditSubmit = audit.withLock { queue in
+            if queue.closed { return .refuse }
+            queue.pending.append(contentsOf: pending)
+            if queue.draining { return .queued }
+            queue.draining = true
+            return .startDrain
+        }
+        switch action {
+        case .refuse: return false
+        case .queued: return true
+        case .startDrain:
+            Task.detached { await self.drainAudit() }
+            return true
         }
     }
 

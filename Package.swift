@@ -113,7 +113,7 @@ let package = Package(
         .testTarget(name: "CoordinatorCoreTests", dependencies: ["CoordinatorCore"], swiftSettings: strict),
         .testTarget(
             name: "CoordinatorTests",
-            dependencies: ["Coordinator", "CoordinatorCore", "SQLiteClient", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Coordinator", "CoordinatorCore", "SQLiteClient", "PostgresClient", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(

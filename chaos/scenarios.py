@@ -130,6 +130,19 @@ def audit_exactly_once(run, cluster, acks, read_node=1, what="acknowledged audit
     return events
 
 
+def most_advanced_standby(run, cluster):
+    """The standby (1..R) that has received the most WAL, per pg_last_wal_receive_lsn()."""
+    best, best_lsn = 1, -1
+    for server in range(1, len(cluster.info["postgres"])):
+        out = cluster.psql(server, "SELECT pg_wal_lsn_diff(coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), "
+                                   "'0/0')::bigint", db="postgres", check=False)
+        lsn = int(out) if out and out.isdigit() else -1
+        run.event(f"pg-{server} received WAL up to byte {lsn}")
+        if lsn > best_lsn:
+            best, best_lsn = server, lsn
+    return best
+
+
 def wait_spools(run, cluster):
     started = now_ms()
     ok = cluster.wait_until(lambda: cluster.spools_empty(), T.SPOOL_DRAIN_TIMEOUT_MS, 200)
@@ -411,7 +424,7 @@ def redis_down(run, cluster):
 # --- 3. pg-failover ------------------------------------------------------------------------------
 
 @scenario("pg-failover",
-          "kill -9 of the PostgreSQL primary under audit load, then promote pg-1: writes succeed ≤ 2 s after the "
+          "kill -9 of the PostgreSQL primary under audit load, then promote the standby with the most WAL: writes succeed ≤ 2 s after the "
           "promotion; every acknowledged audit event is in the new primary exactly once")
 def pg_failover(run, cluster):
     duration = 14.0
@@ -432,14 +445,17 @@ def pg_failover(run, cluster):
     killed = cluster.fault("kill-primary")
     t_kill = stamp_of(killed, "SIGKILL")
     sleep_ms(t_kill + T.FAILOVER_KILL_TO_PROMOTE_MS - now_ms())
+    # A careful operator promotes the standby that received the most WAL (with ANY 1 synchronous
+    # replication only one may have acknowledged the last commits); the break promotes pg-1 regardless.
+    target = 1 if run.broken("pg-promote-stale") else most_advanced_standby(run, cluster)
     try:
-        promoted = cluster.fault("promote", 1)
+        promoted = cluster.fault("promote", target)
         t_promoted = stamp_of(promoted, "done after")
         finish_loads(load)
     finally:
         for poller in views:
             poller.stop()
-    new_primary = cluster.info["postgres"][1]["host"]
+    new_primary = cluster.info["postgres"][target]["host"]
     routed, depth = [], 0
     for poller in views:
         seen = [t for t, st, b in poller.samples if t >= t_kill and st == 200 and b and (b.get("postgres") or {}).get("primary") == new_primary]

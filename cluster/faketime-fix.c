@@ -18,6 +18,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -51,5 +52,7 @@ int pthread_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mutex, const s
     if ((cond->__data.__wrefs >> 1) & 1) return pthread_cond_clockwait(cond, mutex, CLOCK_MONOTONIC, deadline);
     static int (*faked)(pthread_cond_t *, pthread_mutex_t *, const struct timespec *);
     if (!faked) faked = (int (*)(pthread_cond_t *, pthread_mutex_t *, const struct timespec *))dlvsym(RTLD_NEXT, "pthread_cond_timedwait", "GLIBC_2.3.2");
+    if (!faked) faked = (int (*)(pthread_cond_t *, pthread_mutex_t *, const struct timespec *))dlsym(RTLD_NEXT, "pthread_cond_timedwait");
+    if (!faked) abort();
     return faked(cond, mutex, deadline);
 }

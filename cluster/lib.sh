@@ -536,8 +536,10 @@ current_primary() {
 # interface only), so Redis and PostgreSQL see a loopback client. Every rule carries the comment
 # netns_tag; nothing else on the host is touched.
 
-netns_tag() { echo "coordinator-$CLUSTER_NAME-node-$1"; }
-netns_veth() { echo "cv$(printf '%s' "$DIR/$1" | sha256sum | cut -c1-9)"; } # + h (host) / n (node): ≤ 15 chars
+# Unique per cluster directory and node (two clusters may share a name).
+netns_id() { printf '%s' "$DIR/$1" | sha256sum | cut -c1-9; }
+netns_tag() { echo "coordinator-$CLUSTER_NAME-$(netns_id "$1")-node-$1"; }
+netns_veth() { echo "cv$(netns_id "$1")"; } # + h (host) / n (node): ≤ 15 chars
 
 netns_require() {
     command -v ip >/dev/null || die "network namespaces need iproute2 (apt-get install iproute2)"
@@ -547,11 +549,12 @@ netns_require() {
 
 # A /30 of 10.254.0.0/16 with no address or route on this host: sets NETNS_NET (its first address).
 netns_pick_subnet() {
-    local a b n
+    local a b n addresses
+    addresses=$(ip -o -4 addr show)
     for (( n = 0; n < 200; n++ )); do
         a=$(( RANDOM % 256 )) b=$(( RANDOM % 64 * 4 ))
-        ip -o -4 addr show | grep -qE " 10\.254\.$a\.($b|$(( b + 1 ))|$(( b + 2 ))|$(( b + 3 )))/" && continue
-        [[ -z $(ip -4 route show match "10.254.$a.$(( b + 1 ))" | grep -v '^default') ]] || continue
+        [[ $addresses =~ \ 10\.254\.$a\.($b|$(( b + 1 ))|$(( b + 2 ))|$(( b + 3 )))/ ]] && continue
+        [[ -z $(ip -4 route show match "10.254.$a.$(( b + 1 ))" | grep -v '^default' || true) ]] || continue
         NETNS_NET="10.254.$a.$b"
         return 0
     done
@@ -566,6 +569,8 @@ netns_create() {
     netns_delete "$i"
     netns_pick_subnet
     prefix=${NETNS_NET%.*} gateway="$prefix.$(( ${NETNS_NET##*.} + 1 ))" address="$prefix.$(( ${NETNS_NET##*.} + 2 ))"
+    # Recorded first: `down` removes whatever part of it exists, even after a failure half-way.
+    record "NODE_${i}_NETNS" "$ns"
     ip netns add "$ns" || die "ip netns add $ns failed (network namespaces not available here?)"
     ip link add "${veth}h" type veth peer name "${veth}n" netns "$ns" || die "cannot create the veth pair ${veth}h/${veth}n"
     ip addr add "$gateway/30" dev "${veth}h"
@@ -578,7 +583,6 @@ netns_create() {
         -m comment --comment "$tag" -j DNAT --to-destination 127.0.0.1 || die "iptables DNAT failed (is the nat table available?)"
     iptables -w -t nat -A INPUT -i "${veth}h" -s "$address" -p tcp -m comment --comment "$tag" -j SNAT --to-source 127.0.0.1 \
         || die "iptables SNAT failed"
-    record "NODE_${i}_NETNS" "$ns"
     record "NODE_${i}_GATEWAY" "$gateway"
     record "NODE_${i}_ADDR" "$address"
 }
@@ -595,7 +599,7 @@ netns_delete() {
             done
         done
     fi
-    if ip netns list 2>/dev/null | grep -qw -- "$tag"; then ip netns delete "$tag" || true; fi
+    [[ ! -e /run/netns/$tag ]] || ip netns delete "$tag" || true
     ip link delete "$(netns_veth "$i")h" >/dev/null 2>&1 || true
 }
 

@@ -333,11 +333,7 @@ extension CoordinatorNode {
                 do {
                     // Still the drainer? The lock is renewed at least every second (a fifth of its TTL), so
                     // a drainer that stalled past the TTL stops here before touching another entry.
-                    guard !shuttingDown else { return }
-                    if clock.monotonicNow() - lockRenewedAt >= .seconds(1) {
-                        guard try await cluster.acquireSpoolDrainLock(ttlMs: Self.spoolDrainLockTTLMs) else { return }
-                        lockRenewedAt = clock.monotonicNow()
-                    }
+                    guard !shuttingDown, try await renewSpoolDrainLock(&lockRenewedAt, cluster: cluster) else { return }
                     var chunk: [(entry: ClusterLink.SpoolEntry, event: AuditEventInput)] = []
                     while next < entries.count, chunk.count < Self.spoolDrainChunk {
                         let entry = entries[next]
@@ -359,22 +355,27 @@ extension CoordinatorNode {
                     } catch let error as StoreError where error.code == .unavailable || error.code == .closed {
                         // The store failed again: the entries stay pending, claimed first next time.
                         return
-                    } catch {
-                        // Refused for good somewhere in the chunk: one by one, to set the refused ones aside.
+                    } catch is StoreError {
+                        // Refused for good somewhere in the chunk (nothing of it was stored: one statement):
+                        // one by one, to set the refused ones aside.
                         results = []
                         for item in chunk {
+                            guard try await renewSpoolDrainLock(&lockRenewedAt, cluster: cluster) else { return }
                             do {
                                 results.append(try await store.appendAudit(item.event))
-                            } catch let error as StoreError where error.code == .unavailable || error.code == .closed {
-                                return
-                            } catch {
+                            } catch let error as StoreError where error.code != .unavailable && error.code != .closed {
                                 try await deadLetter(item.entry, reason: "refused by the store: \(error)", cluster: cluster)
                                 results.append(nil)
+                            } catch {
+                                return
                             }
                         }
+                    } catch {
+                        return
                     }
                     for (item, result) in zip(chunk, results) {
                         guard let result else { continue }
+                        guard try await renewSpoolDrainLock(&lockRenewedAt, cluster: cluster) else { return }
                         noteSpoolConflict(item.event, result)
                         try await cluster.acknowledgeSpoolEntry(item.entry)
                         drained += 1
@@ -388,6 +389,15 @@ extension CoordinatorNode {
             }
             metrics.auditSpoolDepth(shared: sharedSpoolDepth)
         }
+    }
+
+    /// Renews the spool's drain lock when a second has passed since `renewedAt`; false when this node
+    /// no longer holds it (a drainer that stalled past the TTL stops before touching another entry).
+    private func renewSpoolDrainLock(_ renewedAt: inout Instant, cluster: ClusterLink) async throws -> Bool {
+        guard clock.monotonicNow() - renewedAt >= .seconds(1) else { return true }
+        guard try await cluster.acquireSpoolDrainLock(ttlMs: Self.spoolDrainLockTTLMs) else { return false }
+        renewedAt = clock.monotonicNow()
+        return true
     }
 
     /// Moves a spool entry to the dead-letter stream (kept for an operator) and counts it.

@@ -81,6 +81,9 @@ public actor CoordinatorNode {
     /// finished does not put the stale record back into the cache.
     var revocationEpoch: UInt64 = 0
     var storeStatus: BackendStatus
+    /// Whether a reconciliation runs, and whether one more was asked for meanwhile.
+    private var reconciling = false
+    private var reconcileAgain = false
     /// The PostgreSQL router (PostgreSQL store only) and its probe loop.
     var postgres: ReplicatedPostgres?
     private var postgresProber: Task<Void, Never>?
@@ -803,16 +806,24 @@ public actor CoordinatorNode {
     }
 
     private func applyRevocation(_ id: String) async {
-        appliedRevocations.insert(id)
         evictToken(id: id)
         // A shared store has it from the revoking node (a revocation that stopped between Redis and
         // the store is finished by the next lookup of the token).
-        if !storeIsShared {
-            _ = try? await store.revokeToken(id: id, at: clock.wallMilliseconds())
-            // A verification that read the store (not yet revoked) while the write was suspended
-            // may have cached the token again: evict once more now that the store has it.
-            evictToken(id: id)
+        guard !storeIsShared else {
+            appliedRevocations.insert(id)
+            return
         }
+        do {
+            _ = try await store.revokeToken(id: id, at: clock.wallMilliseconds())
+            // Applied only once the store has it: a failed write is retried at the next reconciliation.
+            appliedRevocations.insert(id)
+        } catch {
+            logger.error("could not record a revocation in the local store; retrying at the next reconciliation",
+                         metadata: ["token": "\(id)", "error": "\(error)"])
+        }
+        // A verification that read the store (not yet revoked) while the write was suspended may have
+        // cached the token again: evict once more now that the store has it (or could not take it).
+        evictToken(id: id)
     }
 
     /// Brings this node in line with the cluster's shared state in Redis: policies and breaker
@@ -820,6 +831,21 @@ public actor CoordinatorNode {
     /// revocations. Runs at start, after every (re)subscribe and periodically, so a lost bus message
     /// heals within one interval.
     public func reconcileSharedState() async {
+        // One at a time: a request made while one runs makes it run once more afterwards (it may have
+        // read Redis before the change that prompted the request).
+        guard !reconciling else {
+            reconcileAgain = true
+            return
+        }
+        reconciling = true
+        defer { reconciling = false }
+        repeat {
+            reconcileAgain = false
+            await reconcileOnce()
+        } while reconcileAgain && !shuttingDown
+    }
+
+    private func reconcileOnce() async {
         guard let cluster, !shuttingDown, !leaving else { return }
         let decoder = JSONDecoder()
         do {

@@ -72,6 +72,7 @@ public final class PostgresStore: CoordinatorStore {
 
     private let closed = Atomic<Bool>(false)
     private let audit = Mutex(AuditQueue())
+    private let nextAuditGroup = Mutex<UInt64>(0)
 
     private init(executor: any PostgresExecutor, options: Options, appliedMigrations: [Int64]) {
         self.executor = executor
@@ -256,17 +257,20 @@ public final class PostgresStore: CoordinatorStore {
         return outcome.result
     }
 
-    /// Appends `events` in this order, queued together: they are written in as few statements as the
-    /// batch limit allows (one commit each), with nothing from other callers in between. On an error
-    /// some may be stored already (a retry is idempotent by id).
+    /// Appends `events` in this order, queued together and written in one statement (one commit:
+    /// all of them or none), with nothing from other callers in between.
     public func appendAudit(batch events: [AuditEventInput]) async throws -> [AuditAppendResult] {
         try checkOpen()
         guard !events.isEmpty else { return [] }
         let outcome = try await withCheckedThrowingContinuation {
             (continuation: CheckedContinuation<(results: [AuditAppendResult], commitLSN: UInt64), any Error>) in
             let collector = AuditBatchCollector(count: events.count, continuation: continuation)
+            let group = nextAuditGroup.withLock { value -> UInt64 in
+                value &+= 1
+                return value
+            }
             let pending = events.enumerated().map { index, event in
-                PendingAppend(event: event, complete: { collector.complete(index, $0) })
+                PendingAppend(event: event, group: group, complete: { collector.complete(index, $0) })
             }
             if !enqueueAudit(pending) {
                 continuation.resume(throwing: StoreError(.closed, "the store is closed"))
@@ -325,7 +329,18 @@ public final class PostgresStore: CoordinatorStore {
                     defer { queue.idleWaiters = [] }
                     return .idle(queue.idleWaiters)
                 }
-                let count = min(queue.pending.count, maxBatch)
+                var count = min(queue.pending.count, maxBatch)
+                // A batch call's group is never split between statements (all of it commits or none).
+                if count < queue.pending.count, queue.pending[count].group != 0,
+                    queue.pending[count - 1].group == queue.pending[count].group {
+                    let group = queue.pending[count].group
+                    let start = queue.pending.firstIndex { $0.group == group } ?? 0
+                    if start > 0 {
+                        count = start
+                    } else {
+                        count = queue.pending.firstIndex { $0.group != group } ?? queue.pending.count
+                    }
+                }
                 defer { queue.pending.removeFirst(count) }
                 return .batch(Array(queue.pending.prefix(count)))
             }
@@ -618,7 +633,11 @@ public final class PostgresStore: CoordinatorStore {
         case .server:
             let state = error.sqlState ?? ""
             if state == "23505" { return StoreError(.conflict, error.message) }
-            if state.hasPrefix("08") || ["25006", "57P01", "57P02", "57P03", "53300", "57014"].contains(state) {
+            // Connection trouble, a read-only (standby) server, a shutdown, a cancel — and transient
+            // refusals that a later retry gets past: serialization failure, deadlock, lock timeout,
+            // insufficient resources (disk full, out of memory, too many connections), system errors.
+            if state.hasPrefix("08") || state.hasPrefix("53") || state.hasPrefix("58")
+                || ["25006", "57P01", "57P02", "57P03", "57014", "40001", "40P01", "55P03"].contains(state) {
                 return StoreError(.unavailable, "PostgreSQL unavailable: \(error.message) (SQLSTATE \(state))")
             }
             return StoreError(.backend, "\(error.message) (SQLSTATE \(state))")
@@ -791,6 +810,8 @@ public struct AuditMonth: Sendable, Hashable, Comparable, CustomStringConvertibl
 
 private struct PendingAppend: Sendable {
     var event: AuditEventInput
+    /// Appends queued by one `appendAudit(batch:)` share a group (> 0) and are written in one statement.
+    var group: UInt64 = 0
     /// Called once with the event's outcome (a single append's continuation, or a batch's collector).
     var complete: @Sendable (Result<AuditOutcome, any Error>) -> Void
 }

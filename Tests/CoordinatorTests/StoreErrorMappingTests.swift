@@ -6,22 +6,23 @@ import Testing
 /// the caller's error (or a dead letter for a spooled event).
 @Suite("PostgreSQL error → store error")
 struct StoreErrorMappingTests {
-    private func server(_ sqlState: String) -> PostgresError {
-        PostgresError(code: .server, sqlState: sqlState, message: "m")
-    }
+    /// SQLSTATE → the store error code it must map to.
+    static let serverStates: [(String, StoreError.Code)] = [
+        // Connection trouble, standby, shutdown, cancel.
+        ("08006", .unavailable), ("57P01", .unavailable), ("25006", .unavailable), ("57014", .unavailable),
+        // Refusals a retry gets past.
+        ("40001", .unavailable), ("40P01", .unavailable), ("55P03", .unavailable),
+        ("53100", .unavailable), ("53200", .unavailable), ("53300", .unavailable), ("58030", .unavailable),
+        // Refused for good.
+        ("22P02", .backend), ("22021", .backend), ("23502", .backend), ("23514", .backend), ("42P01", .backend),
+        ("23505", .conflict),
+    ]
 
-    @Test(arguments: ["08006", "57P01", "25006", "57014", "40001", "40P01", "55P03", "53100", "53200", "53300", "58030"])
-    func transientStatesAreUnavailable(sqlState: String) {
-        #expect(PostgresStore.storeError(server(sqlState)).code == .unavailable)
-    }
-
-    @Test(arguments: ["22P02", "22021", "23502", "23514", "42P01"])
-    func refusalsForGoodAreBackendErrors(sqlState: String) {
-        #expect(PostgresStore.storeError(server(sqlState)).code == .backend)
-    }
-
-    @Test func uniqueViolationIsAConflict() {
-        #expect(PostgresStore.storeError(server("23505")).code == .conflict)
+    @Test func everySQLStateMapsAsDocumented() {
+        for (state, expected) in Self.serverStates {
+            let mapped = PostgresStore.storeError(PostgresError(code: .server, sqlState: state, message: "m"))
+            #expect(mapped.code == expected, "SQLSTATE \(state)")
+        }
     }
 
     @Test func lostConnectionsAndDeadlinesAreUnavailable() {
